@@ -1,0 +1,112 @@
+"""API keys: creation, verification and scopes. No framework here; the API's deps call it.
+
+A key looks like ``usk_<id>_<secret>``: ``id`` (16 hex characters) is public and finds the row,
+the secret is 256 random bits. Only SHA-256 of the whole key is stored — a fast hash is right for
+a random token of that strength (a slow KDF protects guessable passwords, not these) — and it is
+compared in constant time.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from upload_service.db import repository
+from upload_service.db.models import ApiKey
+from upload_service.errors import ErrorCode, ServiceError
+
+KEY_PREFIX = "usk_"
+_KEY = re.compile(r"^usk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class Scope(str, enum.Enum):
+    UPLOAD = "upload"
+    READ = "read"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant whose data they may see, and what they may do."""
+
+    key_id: str
+    tenant: str
+    scopes: frozenset[Scope]
+
+    def require(self, scope: Scope) -> None:
+        if scope not in self.scopes and Scope.ADMIN not in self.scopes:
+            raise ServiceError(ErrorCode.FORBIDDEN, f"this key lacks the '{scope.value}' scope")
+
+
+@dataclass(frozen=True)
+class NewKey:
+    key: str
+    record: ApiKey
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_scopes(text: str) -> list[Scope]:
+    try:
+        scopes = sorted({Scope(part.strip()) for part in text.split(",") if part.strip()}, key=lambda s: s.value)
+    except ValueError:
+        raise ValueError(f"scopes must be among {[s.value for s in Scope]}") from None
+    if not scopes:
+        raise ValueError("at least one scope is needed")
+    return scopes
+
+
+def create_key(session: Session, tenant: str, scopes: list[Scope], *, label: str | None = None) -> NewKey:
+    if not TENANT_PATTERN.match(tenant):
+        raise ValueError("tenant names are lower-case letters, digits, '-' and '_' (at most 63)")
+    key_id = secrets.token_hex(8)
+    key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    record = ApiKey(
+        id=key_id,
+        tenant=tenant,
+        key_hash=hash_key(key),
+        scopes=[s.value for s in scopes],
+        label=label,
+        created_at=repository.utcnow(),
+    )
+    repository.add_api_key(session, record)
+    return NewKey(key=key, record=record)
+
+
+def revoke_key(session: Session, key_id: str) -> ApiKey:
+    record = repository.get_api_key(session, key_id)
+    if record is None:
+        raise LookupError(f"no key with id {key_id}")
+    if record.revoked_at is None:
+        record.revoked_at = repository.utcnow()
+    return record
+
+
+def authenticate(session: Session, authorization: str | None) -> Principal:
+    """``Authorization: Bearer <key>`` → Principal, or 401 UNAUTHENTICATED."""
+    if not authorization:
+        raise _unauthenticated("an API key is required (Authorization: Bearer <key>)")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthenticated("use Authorization: Bearer <key>")
+    match = _KEY.match(token.strip())
+    record = repository.get_api_key(session, match.group(1)) if match else None
+    # Compare even when no row matched, so timing does not tell which key ids exist.
+    expected = record.key_hash if record is not None else "0" * 64
+    valid = hmac.compare_digest(expected, hash_key(token.strip()))
+    if record is None or not valid or record.revoked_at is not None:
+        raise _unauthenticated("the API key is invalid or revoked")
+    return Principal(key_id=record.id, tenant=record.tenant, scopes=frozenset(Scope(s) for s in record.scopes))
+
+
+def _unauthenticated(message: str) -> ServiceError:
+    return ServiceError(ErrorCode.UNAUTHENTICATED, message, headers={"WWW-Authenticate": "Bearer"})

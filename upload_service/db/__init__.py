@@ -1,0 +1,1 @@
+"""Records in SQL: models, the engine/session factory, repository functions and migrations."""

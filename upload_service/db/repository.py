@@ -1,0 +1,102 @@
+"""Queries. Every function that reads an upload takes the tenant explicitly: no query can
+return another tenant's row by accident."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from upload_service.db.models import ApiKey, Artifact, Upload
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- uploads ------------------------------------------------------------------------------
+
+
+def get_upload(session: Session, tenant: str, upload_id: str) -> Upload | None:
+    return session.scalar(select(Upload).where(Upload.id == upload_id, Upload.tenant == tenant))
+
+
+def get_upload_any_tenant(session: Session, upload_id: str) -> Upload | None:
+    """For workers and the reconciler, which act on behalf of the upload's own tenant."""
+    return session.get(Upload, upload_id)
+
+
+def find_by_idempotency_key(session: Session, tenant: str, key: str) -> Upload | None:
+    return session.scalar(select(Upload).where(Upload.tenant == tenant, Upload.idempotency_key == key))
+
+
+def add_upload(session: Session, upload: Upload) -> None:
+    session.add(upload)
+    session.flush()
+
+
+def delete_upload(session: Session, upload: Upload) -> None:
+    session.execute(delete(Artifact).where(Artifact.upload_id == upload.id))
+    session.delete(upload)
+
+
+def set_status(
+    session: Session,
+    upload_id: str,
+    status: str,
+    *,
+    error_code: str | None = None,
+    error_message: str | None = None,
+    only_from: Sequence[str] | None = None,
+) -> bool:
+    """Move an upload to ``status``; with ``only_from``, only from those states. True if moved."""
+    statement = (
+        update(Upload)
+        .where(Upload.id == upload_id)
+        .values(status=status, error_code=error_code, error_message=error_message, updated_at=utcnow())
+    )
+    if only_from is not None:
+        statement = statement.where(Upload.status.in_(list(only_from)))
+    return session.execute(statement).rowcount > 0
+
+
+def count_attempt(session: Session, upload_id: str) -> int:
+    """Increment and return how many times processing of this upload has started."""
+    session.execute(update(Upload).where(Upload.id == upload_id).values(attempts=Upload.attempts + 1))
+    return session.scalar(select(Upload.attempts).where(Upload.id == upload_id)) or 0
+
+
+def replace_artifacts(session: Session, upload_id: str, artifacts: Sequence[Artifact]) -> None:
+    """Idempotent: running a job twice leaves one row per artifact name."""
+    session.execute(delete(Artifact).where(Artifact.upload_id == upload_id))
+    session.add_all(artifacts)
+
+
+def uploads_in_status(session: Session, status: str, *, older_than: datetime, limit: int = 500) -> list[Upload]:
+    statement = (
+        select(Upload)
+        .where(Upload.status == status, Upload.updated_at < older_than)
+        .order_by(Upload.updated_at)
+        .limit(limit)
+    )
+    return list(session.scalars(statement))
+
+
+# --- API keys -----------------------------------------------------------------------------
+
+
+def add_api_key(session: Session, key: ApiKey) -> None:
+    session.add(key)
+
+
+def get_api_key(session: Session, key_id: str) -> ApiKey | None:
+    return session.get(ApiKey, key_id)
+
+
+def list_api_keys(session: Session, tenant: str | None = None) -> list[ApiKey]:
+    statement = select(ApiKey).order_by(ApiKey.created_at)
+    if tenant is not None:
+        statement = statement.where(ApiKey.tenant == tenant)
+    return list(session.scalars(statement))

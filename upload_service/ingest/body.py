@@ -1,0 +1,74 @@
+"""Drive a request body — multipart or raw — through the ingest loop into a spool file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from upload_service.ingest.filenames import sanitize_filename
+from upload_service.ingest.limits import check_content_length, upfront_limit
+from upload_service.ingest.multipart import MultipartReader
+from upload_service.ingest.sniff import TypeSniffer, normalize_media_type
+from upload_service.ingest.spool import SpoolFile
+from upload_service.ingest.stream import FileSink, IngestedFile
+from upload_service.settings import LimitSettings
+
+
+@dataclass(frozen=True)
+class BodyHeaders:
+    """What the request says about its body before any of it is read."""
+
+    content_type: str | None
+    content_length: str | None
+    filename: str | None = None  # ``?filename=`` of a raw body
+
+    @property
+    def is_multipart(self) -> bool:
+        return normalize_media_type(self.content_type).startswith("multipart/")
+
+
+@dataclass(frozen=True)
+class ReceivedBody:
+    file: IngestedFile
+    fields: dict[str, bytes] = field(default_factory=dict)
+
+
+def check_declared_length(headers: BodyHeaders, limits: LimitSettings) -> None:
+    """413 before the first body byte when Content-Length is already over the limit."""
+    limit = upfront_limit(limits, declared_type=headers.content_type, raw_body=not headers.is_multipart)
+    check_content_length(headers.content_length, limit)
+
+
+async def receive_body(
+    body: AsyncIterator[bytes],
+    headers: BodyHeaders,
+    spool: SpoolFile,
+    limits: LimitSettings,
+    sniffer: TypeSniffer,
+) -> ReceivedBody:
+    """Stream the body into ``spool``; raise ServiceError on the first rule it breaks."""
+    check_declared_length(headers, limits)
+
+    def open_file(filename: str | None, declared_type: str | None) -> FileSink:
+        return FileSink(
+            spool,
+            limits,
+            sniffer,
+            declared_type=declared_type,
+            filename=sanitize_filename(filename, max_chars=limits.max_filename_chars),
+        )
+
+    if not headers.is_multipart:
+        sink = open_file(headers.filename, headers.content_type)
+        async for chunk in body:
+            sink.write(chunk)
+        return ReceivedBody(file=sink.finish())
+
+    assert headers.content_type is not None
+    reader = MultipartReader(headers.content_type, limits, open_file)
+    async for chunk in body:
+        reader.feed(chunk)
+        if reader.ended:
+            break
+    form = reader.finish()
+    return ReceivedBody(file=form.file.finish(), fields=form.fields)

@@ -1,0 +1,105 @@
+"""The one place that builds RQ queues: JSON serializer, job ids, timeouts and retry policy.
+
+The API enqueues by dotted path (``workers.jobs.process_upload``) and never imports ``workers``.
+Job arguments are plain JSON (ids and the request id), never pickled objects or paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis
+from rq import Queue, Retry, Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from upload_service.settings import QueueSettings, RedisSettings
+
+PROCESS_JOB = "workers.jobs.process_upload"
+SERIALIZER = JSONSerializer
+
+#: Media kinds and the pipelines that process them.
+IMAGE = "image"
+PDF = "pdf"
+
+_LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+
+
+def kind_of(media_type: str) -> str:
+    return PDF if media_type == "application/pdf" else IMAGE
+
+
+def job_id_for(upload_id: str) -> str:
+    """Deterministic: one upload, one job id, however often it is enqueued."""
+    return f"process-{upload_id}"
+
+
+def connect(settings: RedisSettings) -> Redis:
+    return Redis.from_url(
+        settings.url,
+        socket_timeout=settings.socket_timeout_seconds,
+        socket_connect_timeout=settings.socket_timeout_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class JobPolicy:
+    queue: str
+    timeout_seconds: int
+
+
+class JobQueue:
+    def __init__(self, connection: Redis, settings: QueueSettings) -> None:
+        self.connection = connection
+        self.settings = settings
+
+    def policy(self, kind: str) -> JobPolicy:
+        if kind == PDF:
+            return JobPolicy(self.settings.pdf_queue, self.settings.pdf_timeout_seconds)
+        return JobPolicy(self.settings.image_queue, self.settings.image_timeout_seconds)
+
+    def queue(self, name: str) -> Queue:
+        return Queue(name, connection=self.connection, serializer=SERIALIZER)
+
+    def queue_names(self) -> list[str]:
+        return [self.settings.image_queue, self.settings.pdf_queue]
+
+    def enqueue_processing(self, upload_id: str, kind: str, *, request_id: str | None = None) -> Job:
+        """Enqueue (or leave alone, if already live) the processing job of one upload."""
+        existing = self.live_job(upload_id)
+        if existing is not None:
+            return existing
+        policy = self.policy(kind)
+        intervals = self.settings.retry_intervals_seconds
+        return self.queue(policy.queue).enqueue(
+            PROCESS_JOB,
+            upload_id,
+            request_id,
+            job_id=job_id_for(upload_id),
+            job_timeout=policy.timeout_seconds,
+            retry=Retry(max=max(len(intervals), 1), interval=intervals or [0]),
+            result_ttl=self.settings.result_ttl_seconds,
+            failure_ttl=7 * 24 * 3600,
+            description=f"process {kind} upload {upload_id}",
+        )
+
+    def live_job(self, upload_id: str) -> Job | None:
+        """The upload's job if it is queued, running or waiting for a retry."""
+        try:
+            job = Job.fetch(job_id_for(upload_id), connection=self.connection, serializer=SERIALIZER)
+        except NoSuchJobError:
+            return None
+        return job if job.get_status(refresh=False) in _LIVE else None
+
+    def worker_counts(self) -> dict[str, int]:
+        """How many live RQ workers listen on each of our queues."""
+        counts = dict.fromkeys(self.queue_names(), 0)
+        for worker in Worker.all(connection=self.connection):
+            for name in worker.queue_names():
+                if name in counts:
+                    counts[name] += 1
+        return counts
+
+    def ping(self) -> None:
+        self.connection.ping()

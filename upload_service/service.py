@@ -1,0 +1,271 @@
+"""Use cases, with no web framework in sight: accept, read, change and delete uploads.
+
+The accept path is: stream the body into a spool file (ingest) → commit it (fsync + rename) →
+store the original in the object store → commit the DB row → enqueue processing. Only then does
+the caller answer ``202``. Any failure before the row commits removes what was written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anyio import to_thread
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from upload_service.auth import Principal, Scope
+from upload_service.db import repository
+from upload_service.db.engine import session_scope
+from upload_service.db.models import Upload
+from upload_service.errors import ErrorCode, ServiceError, StorageError
+from upload_service.ingest.body import BodyHeaders, ReceivedBody, receive_body
+from upload_service.ingest.filenames import sanitize_filename
+from upload_service.ingest.sniff import TypeSniffer
+from upload_service.ingest.spool import SpoolFile
+from upload_service.jobqueue import JobQueue, kind_of
+from upload_service.settings import Settings
+from upload_service.storage import keys
+from upload_service.storage.base import ObjectStore
+
+log = logging.getLogger(__name__)
+
+QUEUED, PROCESSING, DONE, FAILED = "queued", "processing", "done", "failed"
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+MAX_TAGS, MAX_TAG_CHARS = 50, 64
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    principal: Principal
+    headers: BodyHeaders
+    request_id: str
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    upload: Upload
+    replayed: bool  # an Idempotency-Key matched an earlier upload of the same bytes
+
+
+class UploadService:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        store: ObjectStore,
+        queue: JobQueue,
+        sniffer: TypeSniffer,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.store = store
+        self.queue = queue
+        self.sniffer = sniffer
+
+    # --- accept ------------------------------------------------------------------------------
+
+    async def accept_upload(self, request: UploadRequest, body: AsyncIterator[bytes]) -> Accepted:
+        request.principal.require(Scope.UPLOAD)
+        if request.idempotency_key is not None and not _IDEMPOTENCY_KEY.match(request.idempotency_key):
+            raise ServiceError(ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1-255 visible ASCII characters")
+        upload_id = uuid.uuid4().hex
+        with SpoolFile(self.settings.spool.dir) as spool:
+            received = await receive_body(body, request.headers, spool, self.settings.limits, self.sniffer)
+            metadata = parse_metadata(received.fields.get("metadata"))
+            path = await to_thread.run_sync(spool.commit, upload_id)
+        try:
+            accepted = await to_thread.run_sync(self._store_and_record, request, upload_id, received, metadata, path)
+        finally:
+            path.unlink(missing_ok=True)
+        if not accepted.replayed:
+            await to_thread.run_sync(self._enqueue, accepted.upload, request.request_id)
+        return accepted
+
+    def _store_and_record(
+        self, request: UploadRequest, upload_id: str, received: ReceivedBody, metadata: dict[str, Any] | None, path: Path
+    ) -> Accepted:
+        tenant = request.principal.tenant
+        if request.idempotency_key is not None:
+            earlier = self._db(lambda s: repository.find_by_idempotency_key(s, tenant, request.idempotency_key or ""))
+            if earlier is not None:
+                return self._replay(earlier, received)
+        file = received.file
+        original_key = keys.original_key(tenant, upload_id)
+        bucket = self.settings.storage.originals_bucket
+        try:
+            self.store.put_file(bucket, original_key, path, content_type=file.detected_type, sha256=file.sha256)
+        except StorageError as exc:
+            raise unavailable("object storage", exc) from exc
+        now = repository.utcnow()
+        upload = Upload(
+            id=upload_id,
+            tenant=tenant,
+            filename=file.filename,
+            size=file.size,
+            sha256=file.sha256,
+            declared_type=file.declared_type,
+            detected_type=file.detected_type,
+            status=QUEUED,
+            metadata_=metadata,
+            tags=None,
+            original_key=original_key,
+            idempotency_key=request.idempotency_key,
+            request_id=request.request_id,
+            key_id=request.principal.key_id,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+            artifacts=[],
+        )
+        try:
+            with session_scope(self.sessions) as session:
+                repository.add_upload(session, upload)
+        except IntegrityError:
+            # Another request with the same Idempotency-Key committed first.
+            self._forget_original(bucket, original_key)
+            earlier = self._db(lambda s: repository.find_by_idempotency_key(s, tenant, request.idempotency_key or ""))
+            if earlier is None:
+                raise
+            return self._replay(earlier, received)
+        except BaseException as exc:
+            self._forget_original(bucket, original_key)
+            if isinstance(exc, SQLAlchemyError):
+                raise unavailable("database", exc) from exc
+            raise
+        return Accepted(upload=upload, replayed=False)
+
+    def _replay(self, earlier: Upload, received: ReceivedBody) -> Accepted:
+        if earlier.sha256 != received.file.sha256 or earlier.size != received.file.size:
+            raise ServiceError(
+                ErrorCode.IDEMPOTENCY_CONFLICT,
+                "this Idempotency-Key was used for a different file",
+                details={"upload_id": earlier.id},
+            )
+        return Accepted(upload=earlier, replayed=True)
+
+    def _forget_original(self, bucket: str, key: str) -> None:
+        try:
+            self.store.delete(bucket, key)
+        except StorageError:
+            log.exception("could not delete an unrecorded original", extra={"key": key})
+
+    def _enqueue(self, upload: Upload, request_id: str) -> None:
+        """Best effort: if Redis is down the upload stays ``queued`` and the reconciler enqueues it."""
+        try:
+            self.queue.enqueue_processing(upload.id, kind_of(upload.detected_type), request_id=request_id)
+        except Exception:
+            log.warning("enqueue failed; the reconciler will enqueue upload %s", upload.id, exc_info=True)
+
+    # --- read, change, delete ----------------------------------------------------------------
+
+    def get_upload(self, session: Session, principal: Principal, upload_id: str) -> Upload:
+        principal.require(Scope.READ)
+        upload = repository.get_upload(session, principal.tenant, upload_id)
+        if upload is None:
+            raise ServiceError(ErrorCode.NOT_FOUND, "no such upload")
+        return upload
+
+    def patch_upload(self, session: Session, principal: Principal, upload_id: str, changes: dict[str, Any]) -> Upload:
+        """Only the fields present in ``changes`` change; a ``None`` value clears the field."""
+        principal.require(Scope.UPLOAD)
+        if not changes:
+            raise ServiceError(ErrorCode.NO_FIELDS, "send at least one of filename, metadata, tags")
+        upload = self.get_upload_for_write(session, principal, upload_id)
+        if "filename" in changes:
+            upload.filename = sanitize_filename(changes["filename"], max_chars=self.settings.limits.max_filename_chars)
+            if changes["filename"] is not None and upload.filename is None:
+                raise ServiceError(ErrorCode.VALIDATION_FAILED, "the filename has no usable characters")
+        if "metadata" in changes:
+            upload.metadata_ = changes["metadata"]
+        if "tags" in changes:
+            upload.tags = check_tags(changes["tags"])
+        upload.updated_at = repository.utcnow()
+        session.flush()
+        return upload
+
+    def delete_upload(self, session: Session, principal: Principal, upload_id: str) -> None:
+        """Objects first (a failure keeps the row so the delete can be retried), then the row."""
+        principal.require(Scope.UPLOAD)
+        upload = self.get_upload_for_write(session, principal, upload_id)
+        prefix = keys.upload_prefix(upload.tenant, upload.id)
+        try:
+            self.store.delete_prefix(self.settings.storage.originals_bucket, prefix)
+            self.store.delete_prefix(self.settings.storage.artifacts_bucket, prefix)
+        except StorageError as exc:
+            raise unavailable("object storage", exc) from exc
+        repository.delete_upload(session, upload)
+
+    def artifact_url(self, session: Session, principal: Principal, upload_id: str, name: str) -> str:
+        upload = self.get_upload(session, principal, upload_id)
+        artifact = next((a for a in upload.artifacts if a.name == name), None)
+        if artifact is None:
+            raise ServiceError(ErrorCode.NOT_FOUND, "no such artifact")
+        try:
+            return self.store.presign_get(
+                self.settings.storage.artifacts_bucket,
+                artifact.key,
+                ttl_seconds=self.settings.storage.presign_ttl_seconds,
+            )
+        except StorageError as exc:
+            raise unavailable("object storage", exc) from exc
+
+    def get_upload_for_write(self, session: Session, principal: Principal, upload_id: str) -> Upload:
+        upload = repository.get_upload(session, principal.tenant, upload_id)
+        if upload is None:
+            raise ServiceError(ErrorCode.NOT_FOUND, "no such upload")
+        return upload
+
+    def _db(self, work: Any) -> Any:
+        try:
+            with session_scope(self.sessions) as session:
+                return work(session)
+        except SQLAlchemyError as exc:
+            raise unavailable("database", exc) from exc
+
+
+def parse_metadata(raw: bytes | None) -> dict[str, Any] | None:
+    """The optional ``metadata`` form field: a JSON object, or 422 VALIDATION_FAILED."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ServiceError(
+            ErrorCode.VALIDATION_FAILED,
+            "metadata must be a JSON object",
+            details=[{"loc": ["body", "metadata"], "msg": f"invalid JSON: {exc}"}],
+        ) from None
+    if not isinstance(value, dict):
+        raise ServiceError(
+            ErrorCode.VALIDATION_FAILED,
+            "metadata must be a JSON object",
+            details=[{"loc": ["body", "metadata"], "msg": f"got {type(value).__name__}"}],
+        )
+    return value
+
+
+def check_tags(tags: list[str] | None) -> list[str] | None:
+    if tags is None:
+        return None
+    if len(tags) > MAX_TAGS or any(not t or len(t) > MAX_TAG_CHARS for t in tags):
+        raise ServiceError(
+            ErrorCode.VALIDATION_FAILED, f"at most {MAX_TAGS} tags of 1 to {MAX_TAG_CHARS} characters"
+        )
+    return list(dict.fromkeys(tags))
+
+
+def unavailable(dependency: str, exc: BaseException) -> ServiceError:
+    return ServiceError(
+        ErrorCode.DEPENDENCY_UNAVAILABLE,
+        f"{dependency} is unavailable; try again later",
+        internal=repr(exc),
+        headers={"Retry-After": "5"},
+    )

@@ -1,0 +1,165 @@
+"""One settings root for the API, the workers, the local stack and the rendered nginx config.
+
+Built once at start-up (``Settings()`` reads ``UPLOAD_*`` variables, nested with ``__``, e.g.
+``UPLOAD_LIMITS__MAX_IMAGE_BYTES``) and passed down; nothing reads the environment at import.
+Validators refuse unsafe values so a bad deployment fails at start, not at the first upload.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+#: Media types accepted by default (SPEC: Ingest rules).
+DEFAULT_ALLOWED_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf"]
+
+
+class LimitSettings(BaseModel):
+    """Body and file limits. "MB" means MiB, as in nginx."""
+
+    max_body_bytes: int = Field(50 * MiB, gt=0, description="nginx cap on a whole request body")
+    max_image_bytes: int = Field(20 * MiB, gt=0)
+    max_pdf_bytes: int = Field(50 * MiB, gt=0)
+    chunk_bytes: int = Field(64 * 1024, ge=4096, le=4 * MiB)
+    sniff_bytes: int = Field(2048, ge=16, le=64 * 1024)
+    max_multipart_parts: int = Field(8, ge=1, le=1000)
+    max_part_header_bytes: int = Field(8 * 1024, ge=256)
+    max_preamble_bytes: int = Field(16 * 1024, ge=0)
+    max_field_bytes: int = Field(64 * 1024, ge=1024, description="a non-file form field (metadata)")
+    max_filename_chars: int = Field(255, ge=16, le=1024)
+    allowed_types: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_TYPES))
+
+    @field_validator("allowed_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(DEFAULT_ALLOWED_TYPES))
+        if unknown:
+            raise ValueError(f"no pipeline processes {unknown}; allowed: {DEFAULT_ALLOWED_TYPES}")
+        return value
+
+    @model_validator(mode="after")
+    def _under_cap(self) -> LimitSettings:
+        for name in ("max_image_bytes", "max_pdf_bytes"):
+            if getattr(self, name) > self.max_body_bytes:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} exceeds max_body_bytes={self.max_body_bytes}, "
+                    "the nginx body cap rendered from these settings"
+                )
+        return self
+
+    def limit_for(self, media_type: str) -> int:
+        """The size limit of one detected media type."""
+        if media_type == "application/pdf":
+            return self.max_pdf_bytes
+        if media_type.startswith("image/"):
+            return self.max_image_bytes
+        return self.max_body_bytes
+
+
+class SpoolSettings(BaseModel):
+    dir: Path = Path("var/spool")
+    min_free_bytes: int = Field(256 * MiB, ge=0, description="below this, /readyz is degraded")
+
+    @field_validator("dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+
+class DatabaseSettings(BaseModel):
+    url: str = "sqlite:///var/uploads.db"
+    echo: bool = False
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    socket_timeout_seconds: float = Field(2.0, gt=0)
+
+
+class StorageSettings(BaseModel):
+    """Where originals and artifacts live. ``local`` is a directory (single machine only)."""
+
+    backend: Literal["s3", "local"] = "s3"
+    local_dir: Path = Path("var/objects")
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    addressing_style: Literal["path", "virtual", "auto"] = "path"
+    originals_bucket: str = "upload-originals"
+    artifacts_bucket: str = "upload-artifacts"
+    presign_ttl_seconds: int = Field(300, ge=1, le=7 * 24 * 3600)
+    multipart_threshold_bytes: int = Field(8 * MiB, ge=5 * MiB)
+    connect_timeout_seconds: float = Field(3.0, gt=0)
+    read_timeout_seconds: float = Field(30.0, gt=0)
+    max_attempts: int = Field(3, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> StorageSettings:
+        if self.backend == "s3" and self.endpoint_url is not None:
+            if self.access_key_id is None or self.secret_access_key is None:
+                raise ValueError("an S3 endpoint needs access_key_id and secret_access_key")
+        if self.originals_bucket == self.artifacts_bucket:
+            raise ValueError("originals and artifacts must be different buckets")
+        return self
+
+
+class QueueSettings(BaseModel):
+    image_queue: str = "images"
+    pdf_queue: str = "pdfs"
+    image_timeout_seconds: int = Field(120, ge=1)
+    pdf_timeout_seconds: int = Field(300, ge=1)
+    retry_intervals_seconds: list[int] = Field(default_factory=lambda: [5, 30, 120, 600])
+    max_crashes: int = Field(3, ge=1, description="worker deaths on one upload before it fails")
+    reconcile_interval_seconds: int = Field(60, ge=1)
+    reconcile_grace_seconds: int = Field(30, ge=0, description="age before a queued upload counts as orphaned")
+    result_ttl_seconds: int = Field(3600, ge=0)
+
+
+class ProcessingSettings(BaseModel):
+    max_pixels: int = Field(50_000_000, ge=1)
+    max_frames: int = Field(200, ge=1)
+    thumbnail_sizes: list[int] = Field(default_factory=lambda: [256, 1024])
+    max_pdf_pages: int = Field(1000, ge=1)
+
+
+class AuthSettings(BaseModel):
+    """API keys are random tokens; only a SHA-256 of each is stored."""
+
+    dev_key_tenant: str = "dev"
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="UPLOAD_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    def prepare_dirs(self) -> None:
+        """Create the spool (and local store) directories and refuse an unwritable spool."""
+        self.spool.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.access(self.spool.dir, os.W_OK | os.X_OK):
+            raise ValueError(f"spool dir {self.spool.dir} is not writable")
+        if self.storage.backend == "local":
+            self.storage.local_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

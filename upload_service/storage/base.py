@@ -1,0 +1,59 @@
+"""The object store interface the service and the workers need, defined by its callers.
+
+A backend implements ``ObjectStore`` and translates every SDK error into ``StorageError``
+(``ObjectNotFound`` for a missing key). Nothing outside a backend module imports an SDK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    content_type: str
+    sha256: str
+
+
+class ObjectStore(Protocol):
+    """Two buckets' worth of objects: ``originals`` (private) and ``artifacts`` (for consumers)."""
+
+    def put_file(self, bucket: str, key: str, path: Path, *, content_type: str, sha256: str) -> StoredObject:
+        """Store the file at ``path`` under ``key``; large files go up in parts."""
+        ...
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str, sha256: str) -> StoredObject:
+        ...
+
+    def download_file(self, bucket: str, key: str, path: Path) -> None:
+        """Write the object to ``path`` (raises ObjectNotFound)."""
+        ...
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        ...
+
+    def exists(self, bucket: str, key: str) -> bool:
+        ...
+
+    def delete_prefix(self, bucket: str, prefix: str) -> int:
+        """Delete every object under ``prefix``; returns how many were deleted."""
+        ...
+
+    def delete(self, bucket: str, key: str) -> None:
+        ...
+
+    def presign_get(self, bucket: str, key: str, *, ttl_seconds: int) -> str:
+        """A URL that fetches the object with plain HTTP until ``ttl_seconds`` have passed."""
+        ...
+
+    def ensure_buckets(self) -> None:
+        """Create the configured buckets if missing (start-up of local runs)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StorageError unless the store answers (health checks)."""
+        ...
