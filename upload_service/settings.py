@@ -7,6 +7,7 @@ Validators refuse unsafe values so a bad deployment fails at start, not at the f
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -155,6 +156,22 @@ class Settings(BaseSettings):
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``UPLOAD_*`` variables, to hand to a child process (worker, API)."""
+        env: dict[str, str] = {}
+        for section_name in type(self).model_fields:
+            section = getattr(self, section_name)
+            for name in type(section).model_fields:
+                value = getattr(section, name)
+                if value is None:
+                    continue
+                if isinstance(value, SecretStr):
+                    value = value.get_secret_value()
+                elif isinstance(value, list | dict):
+                    value = json.dumps(value)
+                env[f"UPLOAD_{section_name.upper()}__{name.upper()}"] = str(value)
+        return env
 
     def prepare_dirs(self) -> None:
         """Create the spool (and local store) directories and refuse an unwritable spool."""

@@ -53,6 +53,11 @@ async def create_upload(
         accepted = await services.uploads.accept_upload(upload_request, request.stream())
     except ClientDisconnect:
         raise ServiceError(ErrorCode.BAD_REQUEST, "the client disconnected before the body was complete") from None
+    except ServiceError as exc:
+        # The rest of a refused body may still be on its way: close the connection rather than
+        # let the server drain it to keep the connection alive.
+        exc.headers.setdefault("Connection", "close")
+        raise
     upload = accepted.upload
     return JSONResponse(
         UploadOut.of(upload).model_dump(mode="json"),
