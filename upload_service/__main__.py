@@ -1,4 +1,4 @@
-"""The ``upload-service`` command: serve, migrate, keys, worker, reconcile, dev stack."""
+"""The ``upload-service`` command. Each sub-command lives in its own module, imported on use."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from upload_service.settings import Settings
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="upload-service", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="upload-service", description="A hardened upload-processing service.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the API with uvicorn")
@@ -31,7 +31,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     revoke = keys.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
 
-    args = parser.parse_args(argv)
+    worker = commands.add_parser("worker", help="run an RQ worker for the processing queues")
+    worker.add_argument("--queues", help="comma-separated queue names (default: all)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.add_argument("--simple", action="store_true", help="run jobs in-process (no fork per job)")
+
+    commands.add_parser("reconcile", help="enqueue accepted uploads that have no live job")
+
+    nginx = commands.add_parser("nginx-config", help="render the nginx config from these settings")
+    nginx.add_argument("--output", help="write to this file instead of stdout")
+    nginx.add_argument("--prefix", help="nginx prefix dir for pid, logs and temp paths")
+    nginx.add_argument("--check", action="store_true", help="run nginx -t on the result and say which layer enforces what")
+
+    dev = commands.add_parser("dev", help="run the whole stack locally (make run)")
+    dev.add_argument("--workdir", default="var", help="where the local services keep their data")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "dev":
+        from upload_service.devstack.stack import run_dev_stack
+
+        return run_dev_stack(args)
     settings = Settings()
     if args.command == "serve":
         return _serve(settings, args)
@@ -45,7 +67,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from upload_service import cli_keys
 
         return cli_keys.run(settings, args)
-    parser.error(f"unknown command {args.command}")
+    if args.command == "worker":
+        from upload_service.worker_entry import run_worker
+
+        return run_worker(settings, args)
+    if args.command == "reconcile":
+        from upload_service.reconciler import reconcile_once
+
+        print(reconcile_once(settings).summary())
+        return 0
+    if args.command == "nginx-config":
+        from upload_service.nginxconf import run_cli
+
+        return run_cli(settings, args)
     return 2
 
 

@@ -142,6 +142,46 @@ class ServerSettings(BaseModel):
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
 
 
+class NginxSettings(BaseModel):
+    """The nginx front, rendered from these settings (``upload-service nginx-config``).
+
+    The body cap nginx enforces is ``limits.max_body_bytes``: the same number the app checks, so
+    the two layers can't drift apart.
+    """
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(8080, ge=1, le=65535)
+    #: API nodes: ``host:port`` or ``unix:/path/to.sock``; one or many.
+    upstreams: list[str] = Field(default_factory=lambda: ["127.0.0.1:8081"])
+    #: A second listener for /metrics and admin routes, never exposed publicly (None: off).
+    internal_listen: str | None = None
+    max_json_body_bytes: int = Field(1024 * 1024, ge=1024, description="cap on non-upload routes")
+    client_body_timeout_seconds: int = Field(30, ge=1)
+    client_header_timeout_seconds: int = Field(10, ge=1)
+    send_timeout_seconds: int = Field(30, ge=1)
+    keepalive_timeout_seconds: int = Field(65, ge=0)
+    keepalive_requests: int = Field(1000, ge=1)
+    upstream_keepalive: int = Field(32, ge=0)
+    proxy_read_timeout_seconds: int = Field(120, ge=1)
+    client_header_buffer_size: str = "1k"
+    large_client_header_buffers: str = "4 8k"
+    upload_rate: str = Field("10r/s", pattern=r"^\d+r/[sm]$", description="limit_req rate per client on uploads")
+    upload_burst: int = Field(20, ge=0)
+    api_rate: str = Field("50r/s", pattern=r"^\d+r/[sm]$")
+    api_burst: int = Field(100, ge=0)
+    conn_per_client: int = Field(20, ge=1, description="limit_conn per client address")
+    tls_certificate: Path | None = None
+    tls_certificate_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> NginxSettings:
+        if (self.tls_certificate is None) != (self.tls_certificate_key is None):
+            raise ValueError("set both tls_certificate and tls_certificate_key, or neither")
+        if not self.upstreams:
+            raise ValueError("at least one upstream API node is needed")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="UPLOAD_", env_nested_delimiter="__", extra="ignore", validate_default=True
@@ -156,6 +196,7 @@ class Settings(BaseSettings):
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    nginx: NginxSettings = Field(default_factory=NginxSettings)
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``UPLOAD_*`` variables, to hand to a child process (worker, API)."""
