@@ -1,0 +1,379 @@
+"""Image pipeline: decode under limits, orient, strip metadata, re-encode, thumbnail.
+
+Steps: open_image → check_budgets → decode_frames → inventory_metadata → orient_frames →
+strip_metadata → write_sanitized → write_thumbnails → write_image_info.
+
+Security limits are checked on the header before any pixel is decoded; only four decoders may
+run (never EPS/PS, which shell out to Ghostscript); truncated data is an error, never padded.
+
+JPEG draft mode is deliberately not used. Draft makes libjpeg decode at 1/2, 1/4 or 1/8 scale,
+which is only correct when no output needs full resolution, and ``sanitized.jpg`` always does.
+A second, draft-mode decode just for the thumbnails does not pay: on a 6000x4000 JPEG (2 cores,
+best of 5) the full decode took ~145 ms and both thumbnails from its pixels ~210 ms, while a
+draft decode plus thumbnails took ~190 ms on top of the full decode, and it would parse the
+untrusted file twice. (``Image.thumbnail`` calls ``draft`` itself, but only on images whose data
+is not loaded yet, never on ours.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from PIL import ExifTags, Image, ImageCms, ImageFile, UnidentifiedImageError
+
+from workers.pipelines.base import (
+    THUMBNAIL_WEBP_METHOD, ArtifactFile, PipelineResult, ProcessingError, remove_artifacts,
+    run_steps, write_info,
+)
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP")
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
+# What Pillow raises on malformed input, beyond OSError/SyntaxError (its documented ones).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError)
+_SANITIZED = {  # format family -> (artifact name, content type)
+    "JPEG": ("sanitized.jpg", "image/jpeg"), "PNG": ("sanitized.png", "image/png"),
+    "GIF": ("sanitized.gif", "image/gif"), "WEBP": ("sanitized.webp", "image/webp"),
+}
+# The table of ImageOps.exif_transpose, kept here so that every frame gets the same transform.
+_TRANSPOSE_FOR_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
+}
+_XMP_KEYS = ("xmp", "XML:com.adobe.xmp")
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Per-image limits and output settings.
+
+    ``max_animation_pixels`` caps width x height summed over the frames of an animation: every
+    frame is held decoded (about 4 bytes a pixel) while it is re-encoded, so 200 frames of a
+    50-megapixel canvas must not pass just because each frame does. Still images answer to
+    ``max_pixels`` alone.
+    """
+
+    max_pixels: int = 50_000_000
+    max_frames: int = 200
+    max_animation_pixels: int = 100_000_000
+    thumbnail_sizes: tuple[int, ...] = (256, 1024)
+    jpeg_quality: int = 85
+    webp_quality: int = 80
+
+    def __post_init__(self) -> None:
+        if min(self.max_pixels, self.max_frames, self.max_animation_pixels) < 1:
+            raise ValueError("image limits must be positive")
+        if any(size < 1 for size in self.thumbnail_sizes):
+            raise ValueError("thumbnail sizes must be positive")
+        if not (1 <= self.jpeg_quality <= 100 and 1 <= self.webp_quality <= 100):
+            raise ValueError("qualities must be within 1..100")
+
+
+@dataclass
+class ImageJob:
+    """The context passed from step to step."""
+
+    src: Path
+    out_dir: Path
+    limits: ImageLimits
+    file: IO[bytes] | None = None
+    source: ImageFile.ImageFile | None = None
+    family: str = ""
+    frames: list[Image.Image] = field(default_factory=list)
+    durations: list[int] = field(default_factory=list)
+    loop: int | None = None
+    found_metadata: set[str] = field(default_factory=set)
+    artifacts: list[ArtifactFile] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def opened(self) -> ImageFile.ImageFile:
+        """The opened source; a step that runs before open_image is a programming error."""
+        if self.source is None:
+            raise RuntimeError("open_image must run first")
+        return self.source
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+        if self.file is not None:
+            self.file.close()
+
+
+@contextlib.contextmanager
+def _decoding() -> Iterator[None]:
+    """Turn what Pillow raises on hostile input into our codes (bombs, then corrupt data)."""
+    try:
+        yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # The warning arrives as an exception when warnings are turned into errors.
+        raise ProcessingError("IMAGE_TOO_MANY_PIXELS", internal=str(exc)) from exc
+    except _DECODE_ERRORS as exc:
+        raise ProcessingError("IMAGE_CORRUPT", internal=repr(exc)) from exc
+
+
+def _has_allowed_signature(head: bytes) -> bool:
+    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def open_image(job: ImageJob) -> ImageJob:
+    """Identify the file with the four allowed decoders only (header parse, no pixels).
+
+    A file that starts like an allowed format but that no decoder accepts is corrupt, not of
+    a disallowed format.
+    """
+    job.file = job.src.open("rb")
+    with _decoding():
+        try:
+            job.source = Image.open(job.file, formats=list(ALLOWED_FORMATS))
+        except UnidentifiedImageError as exc:
+            job.file.seek(0)
+            corrupt = _has_allowed_signature(job.file.read(16))
+            code = "IMAGE_CORRUPT" if corrupt else "IMAGE_FORMAT_NOT_ALLOWED"
+            raise ProcessingError(code, internal=str(exc)) from exc
+    # Pillow reports a multi-picture JPEG (phone depth maps, previews) as MPO.
+    job.family = "JPEG" if job.source.format == "MPO" else str(job.source.format)
+    return job
+
+
+def _frames_to_decode(job: ImageJob) -> int:
+    """JPEG output holds one picture, so only an MPO's first image is decoded."""
+    return 1 if job.family == "JPEG" else int(getattr(job.opened(), "n_frames", 1))
+
+
+def check_budgets(job: ImageJob) -> ImageJob:
+    """Refuse by header: pixels, frames and whole-animation pixels, before any decoding."""
+    limits = job.limits
+    width, height = job.opened().size
+    if width * height == 0:
+        raise ProcessingError("IMAGE_CORRUPT", internal="zero-sized image")
+    if width * height > limits.max_pixels:
+        raise ProcessingError("IMAGE_TOO_MANY_PIXELS", internal=f"{width}x{height}")
+    with _decoding():
+        frames = _frames_to_decode(job)
+    if frames > limits.max_frames:
+        raise ProcessingError("IMAGE_TOO_MANY_FRAMES", internal=f"{frames} frames")
+    if frames > 1 and width * height * frames > limits.max_animation_pixels:
+        raise ProcessingError("IMAGE_TOO_MANY_PIXELS", internal=f"{frames}x{width}x{height}")
+    return job
+
+
+def decode_frames(job: ImageJob) -> ImageJob:
+    """Fully decode every frame at full size, re-checking the budget per frame.
+
+    A GIF frame may reach past the logical screen and grow the canvas on seek, so sizes are
+    checked again after each one. Truncated data must fail: LOAD_TRUNCATED_IMAGES would pad it.
+    """
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
+    source = job.opened()
+    count = _frames_to_decode(job)
+    total_pixels = 0
+    for index in range(count):
+        with _decoding():
+            source.seek(index)
+            source.load()
+        width, height = source.size
+        total_pixels += width * height
+        animation_too_big = count > 1 and total_pixels > job.limits.max_animation_pixels
+        if width * height > job.limits.max_pixels or animation_too_big:
+            raise ProcessingError("IMAGE_TOO_MANY_PIXELS", internal=f"frame {index} grew")
+        job.frames.append(source if count == 1 else source.copy())
+        job.durations.append(int(source.info.get("duration", 0)))
+    job.loop = source.info.get("loop")
+    return job
+
+
+def _read_exif(image: Image.Image) -> Image.Exif | None:
+    """Parse EXIF leniently: a broken block is stripped anyway and must not fail the image."""
+    try:
+        return image.getexif()
+    except _DECODE_ERRORS:
+        return None
+
+
+def inventory_metadata(job: ImageJob) -> ImageJob:
+    """Note which metadata blocks the file carries, for ``removed_metadata`` in info.json."""
+    for frame in job.frames:
+        info = frame.info
+        if info.get("exif") or "Raw profile type exif" in info:
+            job.found_metadata.add("exif")
+            exif = _read_exif(frame)
+            if exif is not None and ExifTags.IFD.GPSInfo in exif:
+                job.found_metadata.add("gps")
+        names = {
+            "xmp": any(info.get(key) for key in _XMP_KEYS),
+            "icc_profile": bool(info.get("icc_profile")),
+            "comment": bool(info.get("comment")),
+            "photoshop": bool(info.get("photoshop")),
+        }
+        job.found_metadata.update(name for name, present in names.items() if present)
+    with _decoding():
+        text = getattr(job.source, "text", None) or {}
+    if set(text) - set(_XMP_KEYS):
+        job.found_metadata.add("png_text")
+    if job.source is not None and job.source.format == "MPO":
+        job.found_metadata.add("mpo_images")
+    return job
+
+
+def orient_frames(job: ImageJob) -> ImageJob:
+    """Apply the EXIF (or XMP) orientation to every frame, as ImageOps.exif_transpose would.
+
+    exif_transpose handles only the current frame and copies the image even when upright;
+    this reads the orientation once and transposes each frame only when needed.
+    """
+    exif = _read_exif(job.frames[0])
+    orientation = exif.get(ExifTags.Base.Orientation, 1) if exif is not None else 1
+    method = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
+    if method is not None:
+        job.frames = [frame.transpose(method) for frame in job.frames]
+    return job
+
+
+@functools.lru_cache(maxsize=1)
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _to_srgb(frame: Image.Image) -> Image.Image:
+    """Bake an embedded colour profile into sRGB pixels before the profile is dropped.
+
+    Dropping a Display P3 or CMYK profile without converting visibly shifts colours. A profile
+    that cannot be used (wrong colour space, garbage) is simply dropped.
+    """
+    icc = frame.info.get("icc_profile")
+    if not icc or frame.mode not in ("RGB", "RGBA", "CMYK"):
+        return frame
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "sRGB" in ImageCms.getProfileDescription(profile) and frame.mode != "CMYK":
+            return frame
+        mode = "RGBA" if frame.mode == "RGBA" else "RGB"
+        converted = ImageCms.profileToProfile(frame, profile, _srgb_profile(), outputMode=mode)
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return frame
+    return converted if converted is not None else frame
+
+
+def _pixels_only(frame: Image.Image) -> Image.Image:
+    """A new image with the frame's pixels and palette and nothing else.
+
+    ``copy()`` builds a plain Image from the pixel core (no EXIF cache, no PNG text, no JPEG
+    markers); its ``info`` is then replaced, keeping only transparency, which is pixel meaning.
+    Encoders read ``info`` as defaults (JPEG comment, PNG ICC, every GIF key), so it must go.
+    """
+    clean = frame.copy()
+    clean.info = {key: frame.info[key] for key in ("transparency",) if key in frame.info}
+    return clean
+
+
+def strip_metadata(job: ImageJob) -> ImageJob:
+    """Keep only pixels: colour profile baked in, then every metadata block left behind."""
+    job.frames = [_pixels_only(_to_srgb(frame)) for frame in job.frames]
+    job.close()  # the decoder's buffers are no longer needed; release them early
+    return job
+
+
+def _encoder_params(job: ImageJob) -> dict[str, Any]:
+    limits = job.limits
+    params: dict[str, Any] = {
+        "JPEG": {"quality": limits.jpeg_quality},
+        "WEBP": {"quality": limits.webp_quality},
+    }.get(job.family, {})
+    if len(job.frames) > 1:
+        params.update(save_all=True, append_images=job.frames[1:], duration=job.durations)
+        if job.loop is not None or job.family != "GIF":
+            params["loop"] = job.loop or 0  # a GIF without a loop count plays once
+        if job.family == "GIF" and any(_has_alpha(frame) for frame in job.frames):
+            # Frames are whole composited pictures: clear the canvas between them, or pixels
+            # that turn transparent keep showing the previous frame.
+            params["disposal"] = 2
+    return params
+
+
+def _has_alpha(frame: Image.Image) -> bool:
+    return frame.mode in ("RGBA", "LA", "PA") or "transparency" in frame.info
+
+
+def write_sanitized(job: ImageJob) -> ImageJob:
+    """Re-encode the clean pixels in the source's format family (animation kept, not JPEG)."""
+    name, content_type = _SANITIZED[job.family]
+    first = job.frames[0]
+    if job.family == "JPEG" and first.mode not in ("L", "RGB"):
+        first = first.convert("RGB")
+    path = job.out_dir / name
+    job.artifacts.append(ArtifactFile(name, path, content_type))
+    first.save(path, format=job.family, **_encoder_params(job))
+    return job
+
+
+def _for_thumbnail(frame: Image.Image) -> Image.Image:
+    """WebP takes RGB or RGBA; convert first so resampling works on real colours."""
+    if frame.mode in ("RGB", "RGBA"):
+        return frame
+    if frame.mode == "I;16":
+        frame = frame.point(lambda value: value / 256).convert("L")
+    return frame.convert("RGBA" if frame.has_transparency_data else "RGB")
+
+
+def write_thumbnails(job: ImageJob) -> ImageJob:
+    """One WebP per configured size from the first frame; longest side <= size, never upscaled.
+
+    Sizes are made largest first, each from the previous one, so the big decode is resampled
+    once.
+    """
+    current = _for_thumbnail(job.frames[0])
+    for size in sorted(set(job.limits.thumbnail_sizes), reverse=True):
+        current = current.copy()
+        current.thumbnail((size, size), Image.Resampling.LANCZOS)
+        name = f"thumb-{size}.webp"
+        path = job.out_dir / name
+        job.artifacts.append(ArtifactFile(name, path, "image/webp"))
+        current.save(
+            path, format="WEBP", quality=job.limits.webp_quality, method=THUMBNAIL_WEBP_METHOD
+        )
+    return job
+
+
+def write_image_info(job: ImageJob) -> ImageJob:
+    """info.json: upright size, format family, frames kept and metadata removed."""
+    width, height = job.frames[0].size
+    job.info = {
+        "width": width,
+        "height": height,
+        "format": job.family,
+        "frames": len(job.frames),
+        "removed_metadata": sorted(job.found_metadata),
+    }
+    job.artifacts.append(write_info(job.out_dir, job.info))
+    return job
+
+
+IMAGE_STEPS = (
+    open_image, check_budgets, decode_frames, inventory_metadata, orient_frames,
+    strip_metadata, write_sanitized, write_thumbnails, write_image_info,
+)
+
+
+def process_image(src: Path, out_dir: Path, limits: ImageLimits, deadline: float) -> PipelineResult:
+    """Run the image steps on ``src``, writing artifacts into ``out_dir`` (created if needed).
+
+    On any failure the files written so far are removed and the error propagates.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job = ImageJob(src=src, out_dir=out_dir, limits=limits)
+    try:
+        run_steps(IMAGE_STEPS, job, deadline)
+    except BaseException:
+        remove_artifacts(job.artifacts)
+        raise
+    finally:
+        job.close()
+    return PipelineResult(artifacts=list(job.artifacts), info=job.info)

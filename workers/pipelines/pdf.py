@@ -1,0 +1,297 @@
+"""PDF pipeline: open (repairing if needed), check pages, remove active content, render page 1.
+
+Steps: open_pdf → check_page_budget → remove_active_content → save_sanitized →
+render_thumbnail → write_pdf_info.
+
+Active content hides in nested direct dictionaries (``/Names/JavaScript``, an annotation's
+``/A``, ``/AcroForm/XFA``, a page's ``/AA``), so a scan of top-level keys misses it: every object
+reachable from the trailer is walked. Saving writes only objects still reachable, so the streams
+of removed scripts and embedded files do not reach ``sanitized.pdf``. The thumbnail is rendered
+from the sanitized file, so the renderer never sees what was removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pikepdf
+import pypdfium2 as pdfium
+from PIL import Image
+
+from workers.pipelines.base import (
+    THUMBNAIL_WEBP_METHOD, ArtifactFile, PipelineResult, ProcessingError, remove_artifacts,
+    run_steps, write_info,
+)
+
+# Keys whose value is active content wherever they appear.
+ACTIVE_KEYS = frozenset({
+    "/JavaScript", "/JS", "/OpenAction", "/AA", "/Launch", "/EmbeddedFiles", "/EF",
+    "/RichMedia", "/XFA", "/SubmitForm", "/ImportData", "/GoToR",
+})
+# Action types (``/S``) removed together with the action dictionary that holds them.
+ACTIVE_ACTIONS = frozenset({
+    "/JavaScript", "/Launch", "/SubmitForm", "/ImportData", "/GoToR", "/GoToE",
+    "/RichMediaExecute",
+})
+# Annotation subtypes removed whole: they exist to carry a file or a player.
+ACTIVE_ANNOTATIONS = frozenset({"/FileAttachment", "/RichMedia"})
+_MAX_INFO_TEXT = 1000
+
+
+@dataclass(frozen=True)
+class PdfLimits:
+    """Per-PDF limits and thumbnail settings."""
+
+    max_pages: int = 1000
+    thumbnail_size: int = 256
+    webp_quality: int = 80
+
+    def __post_init__(self) -> None:
+        if self.max_pages < 1 or self.thumbnail_size < 1:
+            raise ValueError("PDF limits must be positive")
+
+
+@dataclass
+class PdfJob:
+    """The context passed from step to step."""
+
+    src: Path
+    out_dir: Path
+    limits: PdfLimits
+    pdf: pikepdf.Pdf | None = None
+    pages: int = 0
+    removed: set[str] = field(default_factory=set)
+    artifacts: list[ArtifactFile] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def opened(self) -> pikepdf.Pdf:
+        """The open document; a step that runs before open_pdf is a programming error."""
+        if self.pdf is None:
+            raise RuntimeError("open_pdf must run first")
+        return self.pdf
+
+    def close(self) -> None:
+        if self.pdf is not None:
+            self.pdf.close()
+
+
+def open_pdf(job: PdfJob) -> PdfJob:
+    """Open with qpdf, which rebuilds a damaged cross-reference table when it can.
+
+    A file that needs a password fails; one encrypted with an empty user password (permission
+    flags only) opens, and is saved without encryption, so ``/Encrypt`` is reported removed.
+    """
+    try:
+        job.pdf = pikepdf.open(job.src)
+    except pikepdf.PasswordError as exc:
+        raise ProcessingError("PDF_ENCRYPTED", internal=str(exc)) from exc
+    except pikepdf.PdfError as exc:
+        raise ProcessingError("PDF_CORRUPT", internal=str(exc)) from exc
+    if job.pdf.is_encrypted:
+        job.removed.add("/Encrypt")
+    return job
+
+
+def check_page_budget(job: PdfJob) -> PdfJob:
+    """Count pages before the heavy work; a PDF with none has nothing to show either."""
+    try:
+        job.pages = len(job.opened().pages)
+    except pikepdf.PdfError as exc:
+        raise ProcessingError("PDF_CORRUPT", internal=str(exc)) from exc
+    if job.pages == 0:
+        raise ProcessingError("PDF_CORRUPT", "The PDF has no pages.", internal="0 pages")
+    if job.pages > job.limits.max_pages:
+        raise ProcessingError("PDF_TOO_MANY_PAGES", internal=f"{job.pages} pages")
+    return job
+
+
+def _is_container(obj: Any) -> bool:
+    return isinstance(obj, (pikepdf.Dictionary, pikepdf.Stream, pikepdf.Array))
+
+
+def _active_reason(obj: Any) -> str | None:
+    """``Launch`` for an action to drop, ``FileAttachment`` for an annotation, else None."""
+    if not isinstance(obj, pikepdf.Dictionary):
+        return None
+    action, subtype = str(obj.get("/S", "")), str(obj.get("/Subtype", ""))
+    if action in ACTIVE_ACTIONS:
+        return action[1:]
+    if subtype in ACTIVE_ANNOTATIONS:
+        return subtype[1:]
+    return None
+
+
+def _role(obj: Any, via: str) -> str:
+    """A short label prefix saying where a key was found: ``""`` for the catalog, ``/Page``,
+    ``/Annot``, or else the key the object was reached by (``/Names``, ``/AcroForm``...)."""
+    kind = str(obj.get("/Type", ""))
+    if kind == "/Catalog":
+        return ""
+    if kind == "/Page":
+        return "/Page"
+    if kind == "/Annot" or via == "/Annots":
+        return "/Annot"
+    return via
+
+
+def _clean_dictionary(obj: Any, via: str, removed: set[str]) -> list[tuple[Any, str]]:
+    """Drop active keys and active child actions of one dictionary or stream; return the
+    children left to walk."""
+    role = _role(obj, via)
+    children: list[tuple[Any, str]] = []
+    for key in list(obj.keys()):
+        if key in ACTIVE_KEYS:
+            del obj[key]
+            removed.add(f"{role}{key}")
+            continue
+        value = obj.get(key)
+        reason = _active_reason(value)
+        if reason is not None:
+            del obj[key]
+            removed.add(f"{role}{key}:{reason}")
+        elif _is_container(value):
+            children.append((value, key))
+    return children
+
+
+def _clean_array(obj: Any, via: str, removed: set[str]) -> list[tuple[Any, str]]:
+    """Drop active actions and annotations from an array (``/Annots``, ``/Next``...)."""
+    role = "/Annot" if via == "/Annots" else via
+    children: list[tuple[Any, str]] = []
+    for index in reversed(range(len(obj))):
+        value = obj[index]
+        reason = _active_reason(value)
+        if reason is not None:
+            del obj[index]
+            removed.add(f"{role}:{reason}")
+        elif _is_container(value):
+            children.append((value, via))
+    return children
+
+
+def strip_active_content(pdf: pikepdf.Pdf) -> set[str]:
+    """Remove active content from everything reachable from the trailer and from each page
+    (qpdf may have rebuilt the page tree); return labels of what was removed.
+
+    An explicit stack, not recursion, so a deeply nested hostile file cannot exhaust Python's
+    recursion limit; indirect objects are visited once (by object/generation number), which
+    also breaks reference cycles such as ``/Parent`` links. Direct objects cannot form cycles.
+    A parent always inspects its children, even already visited ones, so an action shared by two
+    parents is unlinked from both.
+    """
+    removed: set[str] = set()
+    seen: set[tuple[int, int]] = set()
+    stack: list[tuple[Any, str]] = [(page.obj, "") for page in reversed(pdf.pages)]
+    stack.append((pdf.trailer, ""))
+    while stack:
+        obj, via = stack.pop()
+        if obj.is_indirect:
+            if obj.objgen in seen:
+                continue
+            seen.add(obj.objgen)
+        if isinstance(obj, pikepdf.Array):
+            stack.extend(_clean_array(obj, via, removed))
+        else:
+            stack.extend(_clean_dictionary(obj, via, removed))
+    return removed
+
+
+def remove_active_content(job: PdfJob) -> PdfJob:
+    """Walk the whole document and drop scripts, actions, embedded files and forms' XFA."""
+    try:
+        job.removed |= strip_active_content(job.opened())
+    except pikepdf.PdfError as exc:
+        raise ProcessingError("PDF_CORRUPT", internal=str(exc)) from exc
+    return job
+
+
+def save_sanitized(job: PdfJob) -> PdfJob:
+    """Write ``sanitized.pdf``: unreachable objects are dropped, encryption removed, and the
+    ``/ID`` derived from the content so that running the job twice gives the same bytes."""
+    path = job.out_dir / "sanitized.pdf"
+    job.artifacts.append(ArtifactFile("sanitized.pdf", path, "application/pdf"))
+    try:
+        job.opened().save(path, encryption=False, deterministic_id=True)
+    except pikepdf.PdfError as exc:
+        raise ProcessingError("PDF_CORRUPT", internal=str(exc)) from exc
+    return job
+
+
+def _render_first_page(path: Path, size: int) -> Image.Image:
+    document = pdfium.PdfDocument(path)
+    try:
+        page = document[0]
+        try:
+            width, height = page.get_size()
+            scale = size / max(width, height, 1.0)
+            image: Image.Image = page.render(scale=scale).to_pil()
+            return image
+        finally:
+            page.close()
+    finally:
+        document.close()
+
+
+def render_thumbnail(job: PdfJob) -> PdfJob:
+    """Render page 1 of the sanitized file with PDFium to ``thumb-<size>.webp``."""
+    size = job.limits.thumbnail_size
+    try:
+        image = _render_first_page(job.out_dir / "sanitized.pdf", size)
+    except pdfium.PdfiumError as exc:
+        raise ProcessingError("PDF_CORRUPT", internal=str(exc)) from exc
+    image.thumbnail((size, size))  # rounding in the renderer may overshoot by a pixel
+    name = f"thumb-{size}.webp"
+    path = job.out_dir / name
+    job.artifacts.append(ArtifactFile(name, path, "image/webp"))
+    image.convert("RGB").save(
+        path, format="WEBP", quality=job.limits.webp_quality, method=THUMBNAIL_WEBP_METHOD
+    )
+    return job
+
+
+def _docinfo_text(pdf: pikepdf.Pdf, key: str) -> str | None:
+    """A document-information string, or None when absent, not a string or unreadable; capped
+    in length, since it is the uploader's free text."""
+    try:
+        value = pdf.docinfo.get(key)
+        return str(value)[:_MAX_INFO_TEXT] if isinstance(value, pikepdf.String) else None
+    except (pikepdf.PdfError, TypeError, ValueError, UnicodeError):
+        return None
+
+
+def write_pdf_info(job: PdfJob) -> PdfJob:
+    """info.json: page count, title, producer and the sorted list of what was removed."""
+    pdf = job.opened()
+    job.info = {
+        "pages": job.pages,
+        "title": _docinfo_text(pdf, "/Title"),
+        "producer": _docinfo_text(pdf, "/Producer"),
+        "removed": sorted(job.removed),
+    }
+    job.artifacts.append(write_info(job.out_dir, job.info))
+    return job
+
+
+PDF_STEPS = (
+    open_pdf, check_page_budget, remove_active_content, save_sanitized, render_thumbnail,
+    write_pdf_info,
+)
+
+
+def process_pdf(src: Path, out_dir: Path, limits: PdfLimits, deadline: float) -> PipelineResult:
+    """Run the PDF steps on ``src``, writing artifacts into ``out_dir`` (created if needed).
+
+    On any failure the files written so far are removed and the error propagates.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job = PdfJob(src=src, out_dir=out_dir, limits=limits)
+    try:
+        run_steps(PDF_STEPS, job, deadline)
+    except BaseException:
+        remove_artifacts(job.artifacts)
+        raise
+    finally:
+        job.close()
+    return PipelineResult(artifacts=list(job.artifacts), info=job.info)
