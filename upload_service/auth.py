@@ -22,8 +22,8 @@ from upload_service.db.models import ApiKey
 from upload_service.errors import ErrorCode, ServiceError
 
 KEY_PREFIX = "usk_"
-_KEY = re.compile(r"^usk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
-TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_KEY = re.compile(r"usk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+TENANT_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 class Scope(str, enum.Enum):
@@ -66,7 +66,7 @@ def parse_scopes(text: str) -> list[Scope]:
 
 
 def create_key(session: Session, tenant: str, scopes: list[Scope], *, label: str | None = None) -> NewKey:
-    if not TENANT_PATTERN.match(tenant):
+    if not TENANT_PATTERN.fullmatch(tenant):
         raise ValueError("tenant names are lower-case letters, digits, '-' and '_' (at most 63)")
     key_id = secrets.token_hex(8)
     key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
@@ -98,7 +98,7 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthenticated("use Authorization: Bearer <key>")
-    match = _KEY.match(token.strip())
+    match = _KEY.fullmatch(token.strip())
     record = repository.get_api_key(session, match.group(1)) if match else None
     # Compare even when no row matched, so timing does not tell which key ids exist.
     expected = record.key_hash if record is not None else "0" * 64

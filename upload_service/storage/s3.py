@@ -1,0 +1,324 @@
+"""The S3 backend: the only module that imports boto3/botocore (and s3transfer).
+
+It works against AWS S3 and S3-compatible servers (SeaweedFS, MinIO). Every SDK failure leaves
+this module as a ``StorageError``: network faults, timeouts, 5xx and throttling are transient
+(retrying later may help); a missing key is ``ObjectNotFound``; 403 and other 4xx are permanent.
+Messages carry the operation, bucket, key, error code and HTTP status, never credentials.
+
+Integrity: the sha256 computed at ingest is stored as ``x-amz-meta-sha256`` for consumers, and
+also sent as an S3 checksum so that the server verifies the bytes it received: single-request
+puts carry the precomputed ``ChecksumSHA256`` (a mismatch is refused with ``BadDigest``);
+multipart puts use ``ChecksumAlgorithm=SHA256`` (per-part checksums, verified per part).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import boto3.exceptions
+import botocore.exceptions
+import s3transfer.exceptions
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+from upload_service.errors import ObjectNotFound, StorageError
+from upload_service.settings import StorageSettings
+from upload_service.storage import keys
+from upload_service.storage.base import StoredObject
+
+#: Error codes that mean "slow down / try again", whatever their HTTP status.
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationAborted",
+    }
+)
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+#: Exceptions of the transfer layer (multipart uploads, ranged downloads).
+_TRANSFER_ERRORS: tuple[type[Exception], ...] = (
+    boto3.exceptions.Boto3Error,
+    s3transfer.exceptions.RetriesExceededError,
+    s3transfer.exceptions.S3UploadFailedError,
+    s3transfer.exceptions.S3DownloadFailedError,
+    s3transfer.exceptions.S3ValidationError,
+)
+_TRANSIENT_TRANSFER_ERRORS: tuple[type[Exception], ...] = (
+    boto3.exceptions.RetriesExceededError,
+    s3transfer.exceptions.RetriesExceededError,
+    s3transfer.exceptions.S3DownloadFailedError,
+    s3transfer.exceptions.S3ValidationError,
+)
+#: S3 deletes at most this many keys per DeleteObjects request.
+_DELETE_BATCH = 1000
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: botocore.exceptions.ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def _translate(exc: BaseException, *, op: str, bucket: str, key: str | None) -> StorageError:
+    """Map one boto3/botocore exception (or a wrapper around one) to a StorageError."""
+    where = f"s3 {op} {bucket}/{key}" if key is not None else f"s3 {op} {bucket}"
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code, status = _code(exc), _status(exc)
+        if code == "NoSuchBucket" or (status == 404 and key is None):
+            return StorageError(f"{where}: bucket does not exist ({code or status})", transient=False)
+        if key is not None and (code in _NOT_FOUND_CODES or status == 404):
+            return ObjectNotFound(key)
+        transient = status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES
+        return StorageError(f"{where}: {code or 'error'} (HTTP {status})", transient=transient)
+    if isinstance(exc, (botocore.exceptions.HTTPClientError, botocore.exceptions.ConnectionError)):
+        # Connection refused/reset/closed, connect and read timeouts, broken response streams.
+        return StorageError(f"{where}: endpoint unavailable ({type(exc).__name__})", transient=True)
+    if isinstance(exc, (botocore.exceptions.ChecksumError, botocore.exceptions.IncompleteReadError)):
+        return StorageError(f"{where}: corrupted transfer ({type(exc).__name__})", transient=True)
+    if isinstance(exc, _TRANSFER_ERRORS):
+        # boto3/s3transfer wrappers (S3UploadFailedError, RetriesExceededError, ...) carry the
+        # real error as ``last_exception`` or as the chained exception; their own text repeats
+        # the local file name, so it is not used.
+        inner = getattr(exc, "last_exception", None) or exc.__cause__ or exc.__context__
+        if isinstance(inner, BaseException) and inner is not exc:
+            return _translate(inner, op=op, bucket=bucket, key=key)
+        # Retries used up, or the object changed size/ETag while being downloaded.
+        transient = isinstance(exc, _TRANSIENT_TRANSFER_ERRORS)
+        return StorageError(f"{where}: transfer failed ({type(exc).__name__})", transient=transient)
+    # Missing/partial credentials, parameter validation, configuration: retrying won't help.
+    return StorageError(f"{where}: {type(exc).__name__}", transient=False)
+
+
+@contextlib.contextmanager
+def _translated(
+    op: str, bucket: str, key: str | None = None, *, ignore_codes: frozenset[str] | set[str] = frozenset()
+) -> Iterator[None]:
+    """Run the block, turning SDK exceptions into StorageError; ``ignore_codes`` are S3 error
+    codes that mean the goal is already reached (they end the block silently)."""
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        if _code(exc) in ignore_codes:
+            return
+        raise _translate(exc, op=op, bucket=bucket, key=key) from exc
+    except (botocore.exceptions.BotoCoreError, *_TRANSFER_ERRORS) as exc:
+        raise _translate(exc, op=op, bucket=bucket, key=key) from exc
+
+
+def _b64_sha256(sha256: str) -> str:
+    return base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
+
+
+class S3ObjectStore:
+    """``ObjectStore`` on an S3 API. The boto3 client is thread-safe and shared by all calls."""
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self._settings = settings
+        # A private session: boto3's module-level default session is a global we don't share.
+        session = boto3.session.Session()
+        self._client: Any = session.client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            region_name=settings.region,
+            aws_access_key_id=(settings.access_key_id.get_secret_value() if settings.access_key_id else None),
+            aws_secret_access_key=(
+                settings.secret_access_key.get_secret_value() if settings.secret_access_key else None
+            ),
+            config=Config(
+                s3={"addressing_style": settings.addressing_style},
+                signature_version="s3v4",
+                connect_timeout=settings.connect_timeout_seconds,
+                read_timeout=settings.read_timeout_seconds,
+                retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+            ),
+        )
+        self._transfer = TransferConfig(
+            multipart_threshold=settings.multipart_threshold_bytes,
+            multipart_chunksize=settings.multipart_threshold_bytes,
+        )
+
+    def __repr__(self) -> str:
+        return f"S3ObjectStore(endpoint={self._settings.endpoint_url!r}, region={self._settings.region!r})"
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def put_file(self, bucket: str, key: str, path: Path, *, content_type: str, sha256: str) -> StoredObject:
+        keys.check_key(key)
+        keys.check_content_type(content_type)
+        keys.check_sha256(sha256)
+        size = os.stat(path).st_size
+        extra: dict[str, Any] = {"ContentType": content_type, "Metadata": {"sha256": sha256}}
+        if size < self._settings.multipart_threshold_bytes:
+            extra["ChecksumSHA256"] = _b64_sha256(sha256)  # one PUT: the server checks our hash
+        else:
+            extra["ChecksumAlgorithm"] = "SHA256"  # multipart: per-part SHA-256 checksums
+        with _translated("put_file", bucket, key):
+            self._client.upload_file(str(path), bucket, key, ExtraArgs=extra, Config=self._transfer)
+        return StoredObject(key=key, size=size, content_type=content_type, sha256=sha256)
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str, sha256: str) -> StoredObject:
+        keys.check_key(key)
+        keys.check_content_type(content_type)
+        keys.check_sha256(sha256)
+        with _translated("put_bytes", bucket, key):
+            self._client.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                Metadata={"sha256": sha256},
+                ChecksumSHA256=_b64_sha256(sha256),
+            )
+        return StoredObject(key=key, size=len(data), content_type=content_type, sha256=sha256)
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Delete one object; deleting a missing key succeeds (as in S3)."""
+        keys.check_key(key)
+        with _translated("delete", bucket, key):
+            self._client.delete_object(Bucket=bucket, Key=key)
+
+    def delete_prefix(self, bucket: str, prefix: str) -> int:
+        keys.check_prefix(prefix)
+        deleted = 0
+        with _translated("delete_prefix", bucket):
+            paginator = self._client.get_paginator("list_objects_v2")
+            batch: list[dict[str, str]] = []
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    batch.append({"Key": item["Key"]})
+                    if len(batch) == _DELETE_BATCH:
+                        deleted += self._delete_batch(bucket, batch)
+                        batch = []
+            if batch:
+                deleted += self._delete_batch(bucket, batch)
+        return deleted
+
+    def _delete_batch(self, bucket: str, batch: list[dict[str, str]]) -> int:
+        response = self._client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        errors = response.get("Errors", [])
+        if errors:
+            codes = sorted({str(e.get("Code")) for e in errors})
+            transient = any(code in _TRANSIENT_CODES for code in codes)
+            raise StorageError(
+                f"s3 delete_prefix {bucket}: {len(errors)} of {len(batch)} keys not deleted ({codes})",
+                transient=transient,
+            )
+        return len(batch)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def head(self, bucket: str, key: str) -> StoredObject:
+        """Size, content type and sha256 metadata of one object (raises ObjectNotFound)."""
+        keys.check_key(key)
+        with _translated("head", bucket, key):
+            response = self._client.head_object(Bucket=bucket, Key=key)
+        return StoredObject(
+            key=key,
+            size=int(response["ContentLength"]),
+            content_type=str(response.get("ContentType", "application/octet-stream")),
+            sha256=str(response.get("Metadata", {}).get("sha256", "")),
+        )
+
+    def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (``{tenant}/`` or ``{tenant}/{upload_id}/``), sorted."""
+        keys.check_prefix(prefix)
+        found: list[str] = []
+        with _translated("list_keys", bucket):
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                found.extend(str(item["Key"]) for item in page.get("Contents", []))
+        return sorted(found)
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.head(bucket, key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        keys.check_key(key)
+        with _translated("get_bytes", bucket, key):
+            body = self._client.get_object(Bucket=bucket, Key=key)["Body"]
+            try:
+                data: bytes = body.read()
+            finally:
+                body.close()
+        return data
+
+    def download_file(self, bucket: str, key: str, path: Path) -> None:
+        """Download to ``path``; s3transfer writes a temporary file and renames it when whole."""
+        keys.check_key(key)
+        with _translated("download_file", bucket, key):
+            self._client.download_file(bucket, key, str(path), Config=self._transfer)
+
+    def presign_get(self, bucket: str, key: str, *, ttl_seconds: int) -> str:
+        """A SigV4 presigned GET URL; the signature covers bucket, key and expiry."""
+        keys.check_key(key)
+        if ttl_seconds < 1 or ttl_seconds > 7 * 24 * 3600:
+            raise ValueError("ttl_seconds must be between 1 s and 7 days (the SigV4 maximum)")
+        with _translated("presign_get", bucket, key):
+            url: str = self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=ttl_seconds
+            )
+        return url
+
+    # -- buckets and health ---------------------------------------------------------------
+
+    def ensure_buckets(self) -> None:
+        """Create both buckets unless they exist; HEAD first, so that pre-provisioned buckets
+        need no CreateBucket permission."""
+        for bucket in (self._settings.originals_bucket, self._settings.artifacts_bucket):
+            if self._bucket_exists(bucket):
+                continue
+            args: dict[str, Any] = {"Bucket": bucket}
+            if self._settings.region != "us-east-1":
+                args["CreateBucketConfiguration"] = {"LocationConstraint": self._settings.region}
+            # BucketAlreadyOwnedByYou: another process of ours created it meanwhile.
+            with _translated("create_bucket", bucket, ignore_codes={"BucketAlreadyOwnedByYou"}):
+                self._client.create_bucket(**args)
+
+    def drop_buckets(self) -> None:
+        """Empty and delete both buckets. For tests and throw-away dev stacks only (the
+        service never calls it); missing buckets are fine."""
+        for bucket in (self._settings.originals_bucket, self._settings.artifacts_bucket):
+            if not self._bucket_exists(bucket):
+                continue
+            with _translated("drop_buckets", bucket, ignore_codes={"NoSuchBucket"}):
+                paginator = self._client.get_paginator("list_objects_v2")
+                for page in paginator.paginate(Bucket=bucket):
+                    batch = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                    if batch:
+                        self._delete_batch(bucket, batch)
+                self._client.delete_bucket(Bucket=bucket)
+
+    def _bucket_exists(self, bucket: str) -> bool:
+        try:
+            self._client.head_bucket(Bucket=bucket)
+        except botocore.exceptions.ClientError as exc:
+            if _status(exc) == 404 or _code(exc) == "NoSuchBucket":
+                return False
+            raise _translate(exc, op="head_bucket", bucket=bucket, key=None) from exc
+        except (botocore.exceptions.BotoCoreError, *_TRANSFER_ERRORS) as exc:
+            raise _translate(exc, op="head_bucket", bucket=bucket, key=None) from exc
+        return True
+
+    def ping(self) -> None:
+        """Raise StorageError unless the originals bucket answers an authenticated HEAD."""
+        with _translated("ping", self._settings.originals_bucket):
+            self._client.head_bucket(Bucket=self._settings.originals_bucket)
