@@ -36,6 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     worker.add_argument("--simple", action="store_true", help="run jobs in-process (no fork per job)")
 
+    audit = commands.add_parser("audit", help="check and export the audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = audit.add_parser("verify", help="recompute the hash chains; exit 1 if one is broken")
+    verify.add_argument("--tenant", help="one tenant's chain ('-' for events without a tenant)")
+    export = audit.add_parser("export", help="write events as JSON Lines")
+    export.add_argument("--tenant")
+    export.add_argument("--since", help="ISO 8601; without an offset, UTC")
+    export.add_argument("--until", help="ISO 8601, exclusive")
+    export.add_argument("--output", help="write to this file instead of stdout")
+    replay = audit.add_parser("replay", help="move journaled audit events into the database now")
+    replay.add_argument("--journal", help="journal file (default: the audit settings' journal_path)")
+
     commands.add_parser("reconcile", help="enqueue accepted uploads that have no live job")
 
     nginx = commands.add_parser("nginx-config", help="render the nginx config from these settings")
@@ -68,9 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return cli_keys.run(settings, args)
     if args.command == "worker":
-        from upload_service.worker_entry import run_worker
+        from workers.entry import run_worker
 
         return run_worker(settings, args)
+    if args.command == "audit":
+        from upload_service import cli_audit
+
+        return cli_audit.run(settings, args)
     if args.command == "reconcile":
         from upload_service.reconciler import reconcile_once
 

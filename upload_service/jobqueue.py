@@ -7,11 +7,13 @@ Job arguments are plain JSON (ids and the request id), never pickled objects or 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from redis import Redis
 from rq import Queue, Retry, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
 from upload_service.settings import QueueSettings, RedisSettings
@@ -91,6 +93,32 @@ class JobQueue:
         except NoSuchJobError:
             return None
         return job if job.get_status(refresh=False) in _LIVE else None
+
+    def release_overdue_retry(self, upload_id: str, grace_seconds: int) -> bool:
+        """Enqueue now a retry whose time passed ``grace_seconds`` ago without a scheduler
+        moving it (a killed worker's scheduler holds its lock for a minute or two)."""
+        job = self.live_job(upload_id)
+        if job is None or job.get_status(refresh=False) != JobStatus.SCHEDULED or job.origin is None:
+            return False
+        registry = ScheduledJobRegistry(job.origin, connection=self.connection, serializer=SERIALIZER)
+        try:
+            due = registry.get_scheduled_time(job)
+        except NoSuchJobError:
+            return False
+        if due.tzinfo is None:
+            due = due.replace(tzinfo=timezone.utc)
+        if due > datetime.now(timezone.utc) - timedelta(seconds=grace_seconds):
+            return False
+        registry.remove(job)
+        self.queue(job.origin).enqueue_job(job)
+        return True
+
+    def drop_job(self, upload_id: str) -> None:
+        """Forget the upload's job record (a stalled one whose worker died)."""
+        try:
+            Job.fetch(job_id_for(upload_id), connection=self.connection, serializer=SERIALIZER).delete()
+        except NoSuchJobError:
+            pass
 
     def worker_counts(self) -> dict[str, int]:
         """How many live RQ workers listen on each of our queues."""

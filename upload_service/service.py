@@ -74,7 +74,7 @@ class UploadService:
 
     async def accept_upload(self, request: UploadRequest, body: AsyncIterator[bytes]) -> Accepted:
         request.principal.require(Scope.UPLOAD)
-        if request.idempotency_key is not None and not _IDEMPOTENCY_KEY.match(request.idempotency_key):
+        if request.idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(request.idempotency_key):
             raise ServiceError(ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1-255 visible ASCII characters")
         upload_id = uuid.uuid4().hex
         with SpoolFile(self.settings.spool.dir) as spool:

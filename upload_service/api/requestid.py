@@ -17,7 +17,7 @@ _VALID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 
 def accept_or_generate(value: str | None) -> str:
-    if value is not None and _VALID.match(value):
+    if value is not None and _VALID.fullmatch(value):
         return value
     return uuid.uuid4().hex
 

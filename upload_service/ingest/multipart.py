@@ -38,7 +38,7 @@ def parse_boundary(content_type: str) -> bytes:
     boundary = options.get(b"boundary")
     if not boundary:
         raise malformed("no boundary")
-    if not _BOUNDARY.match(boundary):
+    if not _BOUNDARY.fullmatch(boundary):
         raise malformed("invalid boundary")
     return boundary
 

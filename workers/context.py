@@ -1,0 +1,73 @@
+"""What a job needs from its process: settings and the clients built from them.
+
+RQ calls jobs by dotted path with JSON arguments only, so the clients can't travel with the job.
+The worker entry builds one ``WorkerContext`` at start and installs it; a forked work-horse
+inherits it. Tests install their own. Nothing is built at import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from upload_service.db.engine import build_engine, build_sessionmaker
+from upload_service.jobqueue import JobQueue, connect
+from upload_service.settings import Settings
+from upload_service.storage import build_object_store
+from upload_service.storage.base import ObjectStore
+from workers.pipelines import ImageLimits, PdfLimits
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: ObjectStore
+    queue: JobQueue
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        processing = self.settings.processing
+        return ImageLimits(
+            max_pixels=processing.max_pixels,
+            max_frames=processing.max_frames,
+            thumbnail_sizes=tuple(processing.thumbnail_sizes),
+        )
+
+    @property
+    def pdf_limits(self) -> PdfLimits:
+        return PdfLimits(max_pages=self.settings.processing.max_pdf_pages)
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.queue.connection.close()
+
+
+def build_context(settings: Settings) -> WorkerContext:
+    engine = build_engine(settings.database)
+    return WorkerContext(
+        settings=settings,
+        engine=engine,
+        sessions=build_sessionmaker(engine),
+        store=build_object_store(settings.storage),
+        queue=JobQueue(connect(settings.redis), settings.queue),
+    )
+
+
+_installed: WorkerContext | None = None
+
+
+def install(context: WorkerContext | None) -> None:
+    global _installed
+    _installed = context
+
+
+def current() -> WorkerContext:
+    """The installed context; a process that installed none builds one from the environment."""
+    global _installed
+    if _installed is None:
+        _installed = build_context(Settings())
+    return _installed

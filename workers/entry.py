@@ -1,0 +1,53 @@
+"""``upload-service worker``: a real RQ worker on our queues, with the project's settings,
+the shared JSON serializer, the scheduler (for retries with backoff) and the reconciler."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+from rq import SimpleWorker, Worker
+
+from upload_service.jobqueue import SERIALIZER
+from upload_service.logs import configure_logging
+from upload_service.reconciler import reconcile
+from upload_service.settings import Settings
+from workers import context
+
+log = logging.getLogger("workers.entry")
+
+
+def run_worker(settings: Settings, args: argparse.Namespace) -> int:
+    configure_logging()
+    ctx = context.build_context(settings)
+    context.install(ctx)
+    names = [q.strip() for q in (args.queues or "").split(",") if q.strip()] or ctx.queue.queue_names()
+    worker_class = SimpleWorker if args.simple else Worker
+    worker = worker_class(
+        [ctx.queue.queue(name) for name in names],
+        connection=ctx.queue.connection,
+        serializer=SERIALIZER,
+    )
+    stop = threading.Event()
+    reconciler = threading.Thread(target=_reconcile_forever, args=(ctx, stop), name="reconciler", daemon=True)
+    reconciler.start()
+    try:
+        worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+    finally:
+        stop.set()
+        ctx.close()
+    return 0
+
+
+def _reconcile_forever(ctx: context.WorkerContext, stop: threading.Event) -> None:
+    """Re-enqueue uploads that lost their job (Redis down at accept time, a killed worker)."""
+    interval = ctx.settings.queue.reconcile_interval_seconds
+    while not stop.is_set():
+        try:
+            report = reconcile(ctx.settings, ctx.sessions, ctx.queue)
+            if report.changed:
+                log.info(report.summary())
+        except Exception:  # noqa: BLE001 - keep reconciling after a failed round
+            log.warning("reconcile round failed", exc_info=True)
+        stop.wait(interval)
