@@ -136,6 +136,20 @@ class AuthSettings(BaseModel):
     dev_key_tenant: str = "dev"
 
 
+class AuditSettings(BaseModel):
+    """The audit trail's fallback: a local append-only journal replayed into the DB."""
+
+    journal_path: Path = Path("var/audit-journal.jsonl")
+    replay_interval_seconds: int = Field(30, ge=1)
+    write_attempts: int = Field(3, ge=1, le=10)
+    write_backoff_seconds: float = Field(0.05, ge=0)
+
+    @field_validator("journal_path")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -195,6 +209,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     nginx: NginxSettings = Field(default_factory=NginxSettings)
 
@@ -219,5 +234,6 @@ class Settings(BaseSettings):
         self.spool.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not os.access(self.spool.dir, os.W_OK | os.X_OK):
             raise ValueError(f"spool dir {self.spool.dir} is not writable")
+        self.audit.journal_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.storage.backend == "local":
             self.storage.local_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

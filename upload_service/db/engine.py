@@ -24,7 +24,10 @@ def build_engine(settings: DatabaseSettings) -> Engine:
         engine = create_engine(url, echo=settings.echo, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, echo=settings.echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    connect_args = {"connect_timeout": 3} if url.startswith("postgresql") else {}
+    return create_engine(
+        url, echo=settings.echo, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

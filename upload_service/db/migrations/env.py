@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from upload_service.db.engine import build_engine
+from upload_service.db import audit_models  # noqa: F401 - registers the audit tables on Base
 from upload_service.db.models import Base
 
 config = context.config

@@ -1,0 +1,184 @@
+"""Tamper evidence: each tenant's events form a hash chain, extended under a lock at insert.
+
+``hash = sha256(prev_hash + canonical JSON of the event and its seq)``. Editing a row breaks its
+hash; deleting one leaves a ``seq`` gap or, at the end, a head that points past the last row;
+recomputing one row's hash breaks the next row's link. (Rewriting a whole chain from the edit
+onwards, head included, is not detectable from inside the database: anchor exported head
+hashes elsewhere for that.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import exists, select, union, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from upload_service.audit.events import AuditEvent, format_timestamp
+from upload_service.db.audit_models import AuditChainHead, AuditEventRow
+
+#: ``prev_hash`` of the first event of every chain.
+GENESIS_HASH = "0" * 64
+#: The chain of events that belong to no tenant (``auth:failed`` with an unknown key).
+NO_TENANT_CHAIN = "-"
+#: The event fields that are hashed, i.e. every field of ``AuditEvent``.
+HASHED_FIELDS = tuple(AuditEvent.__dataclass_fields__)
+
+ProblemKind = Literal["altered", "broken_link", "gap", "truncated", "missing_head", "unreadable"]
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """The first broken link found in one chain."""
+
+    chain: str
+    kind: ProblemKind
+    seq: int | None
+    event_id: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f" at seq {self.seq}" if self.seq is not None else ""
+        which = f" (event {self.event_id})" if self.event_id else ""
+        return f"chain {self.chain}: {self.kind}{where}{which}: {self.message}"
+
+
+def chain_name(tenant: str | None) -> str:
+    return NO_TENANT_CHAIN if tenant is None else tenant
+
+
+def canonical_json(fields: dict[str, Any], seq: int) -> str:
+    """Sorted keys, no whitespace, ASCII only, timestamps in one format: the same bytes for the
+    same event whatever produced the dict (the event object, a DB row, a journal line)."""
+    payload = {name: fields.get(name) for name in HASHED_FIELDS}
+    payload["seq"] = seq
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def compute_hash(prev_hash: str, fields: dict[str, Any], seq: int) -> str:
+    return hashlib.sha256((prev_hash + canonical_json(fields, seq)).encode("ascii")).hexdigest()
+
+
+def row_fields(row: AuditEventRow) -> dict[str, Any]:
+    """A row's hashed fields read as stored, without validation, so a tampered row can still be
+    checked (and reported) rather than blowing up the verifier."""
+    fields = {name: getattr(row, name) for name in HASHED_FIELDS}
+    fields["occurred_at"] = format_timestamp(row.occurred_at)
+    return fields
+
+
+def append_event(session: Session, event: AuditEvent) -> bool:
+    """Append ``event`` to its tenant's chain in the caller's transaction; False if already stored.
+
+    The head row is locked before the duplicate check, so concurrent writers of one tenant (and
+    a replay racing a live write of the same event) are serialized and each ``event_id`` lands
+    once. The caller commits.
+    """
+    chain = chain_name(event.tenant)
+    head = _lock_head(session, chain)
+    if session.scalar(select(exists().where(AuditEventRow.event_id == event.event_id))):
+        return False
+    fields = event.to_dict()
+    seq = head.seq + 1
+    digest = compute_hash(head.last_hash, fields, seq)
+    del fields["occurred_at"], fields["action"]
+    session.add(
+        AuditEventRow(
+            **fields,
+            action=event.action.value,
+            occurred_at=event.occurred_at,
+            chain=chain,
+            seq=seq,
+            prev_hash=head.last_hash,
+            hash=digest,
+        )
+    )
+    head.seq, head.last_hash = seq, digest
+    session.flush()
+    return True
+
+
+def _lock_head(session: Session, chain: str) -> AuditChainHead:
+    """The chain's head row, locked until the transaction ends; created on first use.
+
+    PostgreSQL: ``SELECT ... FOR UPDATE``; a writer that loses the race to create the head gets
+    an IntegrityError once the winner commits, rolls back its savepoint and locks the winner's
+    row. SQLite ignores FOR UPDATE and pysqlite only opens a transaction at the first write, so
+    a bare SELECT would let two writers read the same head: a no-op UPDATE first takes SQLite's
+    single write lock (waiting out the busy timeout) for the whole transaction.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(AuditChainHead).where(AuditChainHead.chain == chain).values(seq=AuditChainHead.seq))
+    locked = (
+        select(AuditChainHead)
+        .where(AuditChainHead.chain == chain)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    for _ in range(3):
+        head = session.scalar(locked)
+        if head is not None:
+            return head
+        try:
+            with session.begin_nested():
+                session.add(AuditChainHead(chain=chain, seq=0, last_hash=GENESIS_HASH))
+        except IntegrityError:
+            continue  # another writer created it first; lock theirs
+    raise RuntimeError(f"could not lock the head of audit chain {chain!r}")
+
+
+def verify_chain(session: Session, tenant: str | None = None) -> list[ChainProblem]:
+    """Recompute every hash in ``seq`` order; at most one problem (the first) per chain.
+
+    ``tenant`` is a chain name (``-`` for events without a tenant); None checks every chain.
+    """
+    if tenant is not None:
+        chains = [tenant]
+    else:
+        names = union(select(AuditEventRow.chain), select(AuditChainHead.chain))
+        chains = sorted(session.scalars(select(names.subquery().c.chain)))
+    problems = (_verify_one(session, chain) for chain in chains)
+    return [problem for problem in problems if problem is not None]
+
+
+def _verify_one(session: Session, chain: str) -> ChainProblem | None:
+    rows = session.scalars(
+        select(AuditEventRow).where(AuditEventRow.chain == chain).order_by(AuditEventRow.seq).execution_options(yield_per=500)
+    )
+    expected_seq, prev_hash = 1, GENESIS_HASH
+    for row in rows:
+        problem = _check_row(chain, row, expected_seq, prev_hash)
+        if problem is not None:
+            return problem
+        expected_seq, prev_hash = row.seq + 1, row.hash
+    last_seq = expected_seq - 1
+    head = session.get(AuditChainHead, chain)
+    if head is None:
+        if last_seq == 0:
+            return None
+        return ChainProblem(chain, "missing_head", None, None, "events exist but the chain head row is gone")
+    if head.seq != last_seq or head.last_hash != prev_hash:
+        return ChainProblem(
+            chain, "truncated", last_seq + 1, None,
+            f"the head records {head.seq} events but the chain ends at seq {last_seq}: events deleted or head altered",
+        )
+    return None
+
+
+def _check_row(chain: str, row: AuditEventRow, expected_seq: int, prev_hash: str) -> ChainProblem | None:
+    if row.seq != expected_seq:
+        message = f"seq {expected_seq} is missing (next stored is {row.seq}): event deleted"
+        return ChainProblem(chain, "gap", expected_seq, None, message)
+    if row.prev_hash != prev_hash:
+        return ChainProblem(chain, "broken_link", row.seq, row.event_id, "prev_hash does not match the previous event's hash")
+    try:
+        recomputed = compute_hash(row.prev_hash, row_fields(row), row.seq)
+    except (TypeError, ValueError) as exc:
+        return ChainProblem(chain, "unreadable", row.seq, row.event_id, f"stored fields cannot be hashed: {exc}")
+    if recomputed != row.hash:
+        return ChainProblem(chain, "altered", row.seq, row.event_id, "stored hash does not match the event's contents")
+    return None
