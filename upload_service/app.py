@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from upload_service.api import routes_health, routes_uploads
+from upload_service.api import routes_audit, routes_health, routes_metrics, routes_uploads
 from upload_service.api.errors import install_error_handlers
 from upload_service.api.requestid import RequestIdMiddleware
 from upload_service.container import build_services
@@ -21,6 +21,7 @@ def create_app(settings: Settings) -> FastAPI:
         settings.prepare_dirs()
         remove_stale_parts(settings.spool.dir)
         services = build_services(settings)
+        services.start_background()
         app.state.services = services
         try:
             yield
@@ -36,7 +37,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(routes_uploads.router)
+    app.include_router(routes_audit.router)
     app.include_router(routes_health.router)
+    app.include_router(routes_metrics.router)
     app.add_middleware(RequestIdMiddleware)
     return app
 

@@ -1,21 +1,25 @@
 """The concrete clients one process needs, built once from settings and closed at exit.
 
 The API's lifespan and the worker entry both call ``build_services``; nothing else constructs
-an engine, a Redis connection or an object store.
+an engine, a Redis connection, an object store or an audit writer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from upload_service.admission import Admission
+from upload_service.audit import AuditEvent, AuditWriter
 from upload_service.db.engine import build_engine, build_sessionmaker, ping
 from upload_service.health import Check, CheckFailed, spool_space_check
 from upload_service.ingest.sniff import TypeSniffer
 from upload_service.jobqueue import JobQueue, connect
+from upload_service.metrics import ApiMetrics
 from upload_service.service import UploadService
 from upload_service.settings import Settings
 from upload_service.storage import build_object_store
@@ -31,6 +35,11 @@ class Services:
     queue: JobQueue
     store: ObjectStore
     uploads: UploadService
+    audit: AuditWriter
+    admission: Admission
+    metrics: ApiMetrics
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def readiness_checks(self) -> dict[str, Check]:
         """What the API needs to accept uploads."""
@@ -39,6 +48,7 @@ class Services:
             "redis": lambda: self.queue.ping(),
             "spool": spool_space_check(self.settings.spool.dir, self.settings.spool.min_free_bytes),
             "s3": lambda: self.store.ping(),
+            "admission": self.admission.readiness_check,
         }
 
     def health_checks(self) -> dict[str, Check]:
@@ -52,9 +62,30 @@ class Services:
             raise CheckFailed(f"no worker listens on {', '.join(idle)}")
         return ", ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
 
+    def start_background(self) -> None:
+        """Replay the audit journal now and periodically (events a DB outage left behind)."""
+        self._threads.append(self.audit.start_replayer(self.settings.audit.replay_interval_seconds, self._stop))
+
     def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
         self.engine.dispose()
         self.redis.close()
+
+
+def build_audit_writer(settings: Settings, sessions: sessionmaker[Session], metrics: ApiMetrics | None) -> AuditWriter:
+    def count_failure(event: AuditEvent) -> None:
+        if metrics is not None:
+            metrics.audit_write_failures.labels(action=event.action.value).inc()
+
+    return AuditWriter(
+        sessions,
+        settings.audit.journal_path,
+        attempts=settings.audit.write_attempts,
+        backoff_seconds=settings.audit.write_backoff_seconds,
+        on_write_failure=count_failure,
+    )
 
 
 def build_services(settings: Settings) -> Services:
@@ -63,5 +94,10 @@ def build_services(settings: Settings) -> Services:
     redis = connect(settings.redis)
     queue = JobQueue(redis, settings.queue)
     store = build_object_store(settings.storage)
-    uploads = UploadService(settings, sessions, store, queue, TypeSniffer())
-    return Services(settings, engine, sessions, redis, queue, store, uploads)
+    metrics = ApiMetrics()
+    audit = build_audit_writer(settings, sessions, metrics)
+    metrics.watch_journal(audit.journal_backlog)
+    metrics.add_queue_collector(queue)
+    admission = Admission(settings.admission, settings.spool.dir, settings.spool.min_free_bytes, queue)
+    uploads = UploadService(settings, sessions, store, queue, TypeSniffer(), admission)
+    return Services(settings, engine, sessions, redis, queue, store, uploads, audit, admission, metrics)

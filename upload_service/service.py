@@ -20,6 +20,7 @@ from anyio import to_thread
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from upload_service.admission import Admission
 from upload_service.auth import Principal, Scope
 from upload_service.db import repository
 from upload_service.db.engine import session_scope
@@ -63,12 +64,14 @@ class UploadService:
         store: ObjectStore,
         queue: JobQueue,
         sniffer: TypeSniffer,
+        admission: Admission,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.store = store
         self.queue = queue
         self.sniffer = sniffer
+        self.admission = admission
 
     # --- accept ------------------------------------------------------------------------------
 
@@ -76,6 +79,7 @@ class UploadService:
         request.principal.require(Scope.UPLOAD)
         if request.idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(request.idempotency_key):
             raise ServiceError(ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1-255 visible ASCII characters")
+        await to_thread.run_sync(self.admission.check)
         upload_id = uuid.uuid4().hex
         with SpoolFile(self.settings.spool.dir) as spool:
             received = await receive_body(body, request.headers, spool, self.settings.limits, self.sniffer)

@@ -65,7 +65,7 @@ class LimitSettings(BaseModel):
 
 class SpoolSettings(BaseModel):
     dir: Path = Path("var/spool")
-    min_free_bytes: int = Field(256 * MiB, ge=0, description="below this, /readyz is degraded")
+    min_free_bytes: int = Field(256 * MiB, ge=0, description="below this, uploads get 507 and /readyz is degraded")
 
     @field_validator("dir")
     @classmethod
@@ -121,6 +121,15 @@ class QueueSettings(BaseModel):
     reconcile_interval_seconds: int = Field(60, ge=1)
     reconcile_grace_seconds: int = Field(30, ge=0, description="age before a queued upload counts as orphaned")
     result_ttl_seconds: int = Field(3600, ge=0)
+
+
+class AdmissionSettings(BaseModel):
+    """Watermarks checked before an upload's body is read: the service sheds load early
+    (507 when the spool is below ``spool.min_free_bytes``, 503 past ``max_queue_depth``)."""
+
+    max_queue_depth: int = Field(10_000, ge=0, description="waiting jobs in one queue; 0 turns the check off")
+    retry_after_seconds: int = Field(30, ge=1)
+    depth_cache_seconds: float = Field(1.0, ge=0, description="how long a queue-depth reading is reused")
 
 
 class ProcessingSettings(BaseModel):
@@ -208,6 +217,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)

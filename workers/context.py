@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from upload_service.audit import AuditWriter
+from upload_service.container import build_audit_writer
 from upload_service.db.engine import build_engine, build_sessionmaker
 from upload_service.jobqueue import JobQueue, connect
 from upload_service.settings import Settings
@@ -27,6 +29,7 @@ class WorkerContext:
     sessions: sessionmaker[Session]
     store: ObjectStore
     queue: JobQueue
+    audit: AuditWriter
 
     @property
     def image_limits(self) -> ImageLimits:
@@ -48,12 +51,14 @@ class WorkerContext:
 
 def build_context(settings: Settings) -> WorkerContext:
     engine = build_engine(settings.database)
+    sessions = build_sessionmaker(engine)
     return WorkerContext(
         settings=settings,
         engine=engine,
-        sessions=build_sessionmaker(engine),
+        sessions=sessions,
         store=build_object_store(settings.storage),
         queue=JobQueue(connect(settings.redis), settings.queue),
+        audit=build_audit_writer(settings, sessions, None),
     )
 
 

@@ -32,6 +32,7 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
     stop = threading.Event()
     reconciler = threading.Thread(target=_reconcile_forever, args=(ctx, stop), name="reconciler", daemon=True)
     reconciler.start()
+    ctx.audit.start_replayer(settings.audit.replay_interval_seconds, stop)
     try:
         worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
     finally:

@@ -20,15 +20,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from redis.exceptions import RedisError
 from rq import get_current_job
 from sqlalchemy.exc import SQLAlchemyError
 
+from upload_service.audit import AuditAction, AuditEvent
 from upload_service.db import repository
 from upload_service.db.engine import session_scope
 from upload_service.db.models import Artifact, Upload
 from upload_service.errors import ObjectNotFound, StorageError
 from upload_service.jobqueue import kind_of
 from upload_service.logs import current_request_id
+from upload_service.metrics import record_job
 from upload_service.storage import keys
 from workers import context
 from workers.manifest import MANIFEST_NAME, StoredArtifact, build_manifest
@@ -39,6 +42,7 @@ log = logging.getLogger("workers.jobs")
 
 QUEUED, PROCESSING, DONE, FAILED = "queued", "processing", "done", "failed"
 DEADLINE_MARGIN_SECONDS = 3.0
+CRASHED = "PROCESSING_CRASHED"
 
 
 class TransientError(Exception):
@@ -58,48 +62,95 @@ def _process(upload_id: str) -> str:
     ctx = context.current()
     extra = {"upload_id": upload_id}
     try:
-        upload = _begin(upload_id)
+        upload, crashed = _begin(upload_id)
     except SQLAlchemyError as exc:
         raise TransientError("database unavailable") from exc
     if upload is None:
         return "skipped"
+    if crashed:
+        _audit(upload, AuditAction.PROCESSING_FAILED, "failure", error_code=CRASHED)
+        _record_metrics(upload, "failed", CRASHED, 0.0)
+        return "failed"
     extra["tenant"] = upload.tenant
     log.info("processing started", extra=extra)
+    _audit(upload, AuditAction.PROCESSING_STARTED, "success")
     started = time.monotonic()
+    outcome, code = _attempt(upload, extra)
+    _record_metrics(upload, outcome, code, time.monotonic() - started)
+    if outcome == "done":
+        _audit(upload, AuditAction.PROCESSING_DONE, "success")
+        log.info("processing done in %.3f s", time.monotonic() - started, extra=extra)
+    elif outcome == "failed":
+        _audit(upload, AuditAction.PROCESSING_FAILED, "failure", error_code=code)
+    elif outcome == "retry":
+        raise TransientError(f"transient failure: {code}")
+    return outcome
+
+
+def _attempt(upload: Upload, extra: dict[str, str]) -> tuple[str, str]:
+    """One run of the pipeline and the stores: ``(outcome, error code)``, outcome one of
+    ``done``, ``failed``, ``retry`` (RQ runs it again later) or ``skipped``."""
+    ctx = context.current()
     try:
         stored = _run(upload)
     except ProcessingError as exc:
         if exc.permanent:
-            _finish_failed(upload_id, exc.code, exc.message)
+            _finish_failed(upload.id, exc.code, exc.message)
             log.warning("processing failed: %s (%s)", exc.code, exc.internal or exc.message, extra=extra)
-            return "failed"
-        return _retry_or_fail(upload_id, exc, extra)
+            return "failed", exc.code
+        return _retry_or_fail(upload.id, exc, extra)
     except ObjectNotFound:
-        _finish_failed(upload_id, "ORIGINAL_MISSING", "The stored original of this upload is gone.")
+        _finish_failed(upload.id, "ORIGINAL_MISSING", "The stored original of this upload is gone.")
         log.error("original missing from the object store", extra=extra)
-        return "failed"
+        return "failed", "ORIGINAL_MISSING"
     except (StorageError, SQLAlchemyError, OSError, TransientError) as exc:
-        return _retry_or_fail(upload_id, exc, extra)
+        return _retry_or_fail(upload.id, exc, extra)
     try:
         with session_scope(ctx.sessions) as session:
-            if repository.get_upload_any_tenant(session, upload_id) is None:
+            if repository.get_upload_any_tenant(session, upload.id) is None:
                 _forget_artifacts(upload)  # deleted while we worked
-                return "skipped"
-            repository.replace_artifacts(session, upload_id, stored)
-            repository.set_status(session, upload_id, DONE)
+                return "skipped", ""
+            repository.replace_artifacts(session, upload.id, stored)
+            repository.set_status(session, upload.id, DONE)
     except SQLAlchemyError as exc:
-        return _retry_or_fail(upload_id, exc, extra)
-    log.info("processing done in %.3f s", time.monotonic() - started, extra=extra)
-    return "done"
+        return _retry_or_fail(upload.id, exc, extra)
+    return "done", ""
 
 
-def _begin(upload_id: str) -> Upload | None:
-    """Claim the upload for this run; count a crash if the previous run never finished."""
+def _audit(upload: Upload, action: AuditAction, outcome: str, *, error_code: str | None = None) -> None:
+    context.current().audit.record(
+        AuditEvent(
+            action=action,
+            outcome=outcome,
+            tenant=upload.tenant,
+            request_id=current_request_id.get(),
+            upload_id=upload.id,
+            sha256=upload.sha256,
+            declared_type=upload.declared_type,
+            detected_type=upload.detected_type,
+            size=upload.size,
+            error_code=error_code,
+        )
+    )
+
+
+def _record_metrics(upload: Upload, outcome: str, code: str, seconds: float) -> None:
+    try:
+        record_job(context.current().queue.connection, kind_of(upload.detected_type), outcome, code, seconds)
+    except RedisError:
+        log.warning("could not record job metrics", exc_info=True)
+
+
+def _begin(upload_id: str) -> tuple[Upload | None, bool]:
+    """Claim the upload for this run; count a crash if the previous run never finished.
+
+    Returns the upload (None: nothing to do) and whether it just failed for crashing too often.
+    """
     ctx = context.current()
     with session_scope(ctx.sessions) as session:
         upload = repository.get_upload_any_tenant(session, upload_id)
         if upload is None or upload.status in (DONE, FAILED):
-            return None
+            return None, False
         if upload.status == PROCESSING:
             crashes = repository.count_attempt(session, upload_id)
             log.warning("previous run of upload %s did not finish (%d so far)", upload_id, crashes)
@@ -108,14 +159,16 @@ def _begin(upload_id: str) -> Upload | None:
                     session,
                     upload_id,
                     FAILED,
-                    error_code="PROCESSING_CRASHED",
+                    error_code=CRASHED,
                     error_message="Processing this file repeatedly crashed or timed out the worker.",
                 )
-                return None
+                session.flush()
+                session.expunge(upload)
+                return upload, True
         repository.set_status(session, upload_id, PROCESSING)
         session.flush()
         session.expunge(upload)
-        return upload
+        return upload, False
 
 
 def _run(upload: Upload) -> list[Artifact]:
@@ -169,7 +222,7 @@ def _store_bytes(upload: Upload, name: str, data: bytes, content_type: str) -> S
     return StoredArtifact(name, key, len(data), content_type, digest)
 
 
-def _retry_or_fail(upload_id: str, exc: BaseException, extra: dict[str, str]) -> str:
+def _retry_or_fail(upload_id: str, exc: BaseException, extra: dict[str, str]) -> tuple[str, str]:
     """Hand a transient failure back to RQ for a retry, or fail the upload when none are left."""
     job = get_current_job()
     retries_left = job.retries_left if job is not None and job.retries_left is not None else 0
@@ -191,8 +244,8 @@ def _retry_or_fail(upload_id: str, exc: BaseException, extra: dict[str, str]) ->
         log.warning("could not record the transient failure of upload %s", upload_id, exc_info=True)
     log.warning("transient failure (%d retries left): %r", retries_left, exc, extra=extra)
     if retries_left > 0:
-        raise TransientError(f"transient failure: {type(exc).__name__}") from exc
-    return "failed"
+        return "retry", type(exc).__name__
+    return "failed", "PROCESSING_UNAVAILABLE"
 
 
 def _finish_failed(upload_id: str, code: str, message: str) -> None:

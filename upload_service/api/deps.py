@@ -10,7 +10,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from upload_service.api.requestid import request_id_of
+from upload_service.api.auditing import note
+from upload_service.audit import AuditAction
 from upload_service.auth import Principal, authenticate
+from upload_service.errors import ServiceError
 from upload_service.container import Services
 from upload_service.service import unavailable
 
@@ -44,11 +47,20 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_principal(request: Request, services: ServicesDep) -> Principal:
+    """The caller, from ``Authorization: Bearer``; a refusal is an ``auth:failed`` event."""
     try:
         with services.sessions() as session:
-            return authenticate(session, request.headers.get("authorization"))
+            principal = authenticate(session, request.headers.get("authorization"))
     except SQLAlchemyError as exc:
-        raise unavailable("database", exc) from exc
+        error = unavailable("database", exc)
+        note(request, AuditAction.AUTH_FAILED, "failure", error_code=error.code.value, details={"path": request.url.path})
+        raise error from exc
+    except ServiceError as exc:
+        note(request, AuditAction.AUTH_FAILED, "failure", error_code=exc.code.value, details={"path": request.url.path})
+        raise
+    request.scope.setdefault("state", {})["principal"] = principal
+    return principal
+
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from upload_service.api.auditing import failure_events_task, note
+from upload_service.audit import AuditAction
 from upload_service.api.requestid import request_id_of
 from upload_service.errors import ErrorCode, ServiceError
 
@@ -34,6 +36,7 @@ def error_response(
         body,
         status_code=status or code.status,
         headers={**(headers or {}), "X-Request-ID": request_id, "Cache-Control": "no-store"},
+        background=failure_events_task(request),
     )
 
 
@@ -41,6 +44,8 @@ async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     level = logging.WARNING if exc.status >= 500 else logging.INFO
     log.log(level, "request failed: %s %s", exc.code.value, exc.internal or exc.message)
+    if exc.code is ErrorCode.FORBIDDEN:
+        note(request, AuditAction.AUTH_FAILED, "failure", error_code=exc.code.value, details={"path": request.url.path})
     return error_response(request, exc.code, exc.message, details=exc.details, headers=exc.headers)
 
 

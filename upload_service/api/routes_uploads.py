@@ -1,35 +1,58 @@
-"""``/v1/uploads``: accept, read, change, delete, and artifact URLs."""
+"""``/v1/uploads``: accept, read, change, delete, and artifact URLs.
+
+Each route notes its audit event (written after the response) and the upload route its metrics.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.requests import ClientDisconnect
 
+from upload_service.api.auditing import flush_task, note
 from upload_service.api.deps import PrincipalDep, RequestIdDep, ServicesDep, SessionDep
 from upload_service.api.schemas import UploadOut, UploadPatch
+from upload_service.audit import AuditAction
+from upload_service.container import Services
 from upload_service.errors import ErrorCode, ServiceError
 from upload_service.ingest.body import BodyHeaders
 from upload_service.service import UploadRequest
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
-
-@router.post(
-    "",
-    status_code=202,
-    response_model=UploadOut,
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}, "metadata": {"type": "string"}}}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            }
+_UPLOAD_BODY = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}, "metadata": {"type": "string"}},
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         }
-    },
-)
+    }
+}
+
+
+class CountingStream:
+    """The request body as it arrives, counting the bytes read (for metrics and the audit)."""
+
+    def __init__(self, stream: AsyncIterator[bytes]) -> None:
+        self._stream = stream
+        self.count = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            self.count += len(chunk)
+            yield chunk
+
+
+@router.post("", status_code=202, response_model=UploadOut, openapi_extra=_UPLOAD_BODY)
 async def create_upload(
     request: Request,
     services: ServicesDep,
@@ -49,16 +72,35 @@ async def create_upload(
         request_id=request_id,
         idempotency_key=request.headers.get("idempotency-key"),
     )
+    body = CountingStream(request.stream())
+    metrics = services.metrics
+    started = time.perf_counter()
+    metrics.in_flight.inc()
     try:
-        accepted = await services.uploads.accept_upload(upload_request, request.stream())
-    except ClientDisconnect:
-        raise ServiceError(ErrorCode.BAD_REQUEST, "the client disconnected before the body was complete") from None
-    except ServiceError as exc:
+        accepted = await services.uploads.accept_upload(upload_request, body.__aiter__())
+    except (ServiceError, ClientDisconnect) as exc:
+        error = exc if isinstance(exc, ServiceError) else _disconnected()
         # The rest of a refused body may still be on its way: close the connection rather than
         # let the server drain it to keep the connection alive.
-        exc.headers.setdefault("Connection", "close")
-        raise
+        error.headers.setdefault("Connection", "close")
+        _count(services, "rejected", error.code.value, _detected(error), started, body.count)
+        if error.code is not ErrorCode.FORBIDDEN:  # a missing scope is an auth:failed event
+            note(
+                request, AuditAction.UPLOAD_REJECTED, "failure",
+                declared_type=headers.content_type, detected_type=_detected(error) or None,
+                size=body.count, error_code=error.code.value,
+            )
+        raise error from None
+    finally:
+        metrics.in_flight.dec()
     upload = accepted.upload
+    _count(services, "accepted", "", upload.detected_type, started, body.count)
+    note(
+        request, AuditAction.UPLOAD_ACCEPTED, "success",
+        upload_id=upload.id, sha256=upload.sha256, declared_type=upload.declared_type,
+        detected_type=upload.detected_type, size=upload.size,
+        details={"idempotent_replay": True} if accepted.replayed else None,
+    )
     return JSONResponse(
         UploadOut.of(upload).model_dump(mode="json"),
         status_code=202,
@@ -66,7 +108,24 @@ async def create_upload(
             "Location": f"/v1/uploads/{upload.id}",
             **({"Idempotent-Replayed": "true"} if accepted.replayed else {}),
         },
+        background=flush_task(request),
     )
+
+
+def _disconnected() -> ServiceError:
+    return ServiceError(ErrorCode.BAD_REQUEST, "the client disconnected before the body was complete")
+
+
+def _detected(error: ServiceError) -> str:
+    details = error.details if isinstance(error.details, dict) else {}
+    return str(details.get("detected_type") or "")
+
+
+def _count(services: Services, outcome: str, code: str, media_type: str, started: float, received: int) -> None:
+    metrics = services.metrics
+    metrics.uploads.labels(outcome=outcome, code=code, type=media_type or "unknown").inc()
+    metrics.received_bytes.inc(received)
+    metrics.ingest_seconds.labels(outcome=outcome).observe(time.perf_counter() - started)
 
 
 @router.get("/{upload_id}", response_model=UploadOut)
@@ -76,25 +135,35 @@ def read_upload(upload_id: str, services: ServicesDep, principal: PrincipalDep, 
 
 @router.patch("/{upload_id}", response_model=UploadOut)
 def patch_upload(
+    request: Request,
     upload_id: str,
     services: ServicesDep,
     principal: PrincipalDep,
     session: SessionDep,
     patch: Annotated[UploadPatch | None, Body()] = None,
-) -> UploadOut:
-    changes = patch.model_dump(exclude_unset=True) if patch is not None else {}
-    return UploadOut.of(services.uploads.patch_upload(session, principal, upload_id, changes))
+) -> JSONResponse:
+    changes: dict[str, Any] = patch.model_dump(exclude_unset=True) if patch is not None else {}
+    upload = services.uploads.patch_upload(session, principal, upload_id, changes)
+    note(
+        request, AuditAction.UPLOAD_METADATA_CHANGED, "success",
+        upload_id=upload.id, sha256=upload.sha256, details={"fields": sorted(changes)},
+    )
+    return JSONResponse(UploadOut.of(upload).model_dump(mode="json"), background=flush_task(request))
 
 
 @router.delete("/{upload_id}", status_code=204)
-def delete_upload(upload_id: str, services: ServicesDep, principal: PrincipalDep, session: SessionDep) -> Response:
+def delete_upload(
+    request: Request, upload_id: str, services: ServicesDep, principal: PrincipalDep, session: SessionDep
+) -> Response:
     services.uploads.delete_upload(session, principal, upload_id)
-    return Response(status_code=204)
+    note(request, AuditAction.UPLOAD_DELETED, "success", upload_id=upload_id)
+    return Response(status_code=204, background=flush_task(request))
 
 
 @router.get("/{upload_id}/artifacts/{name}", status_code=307)
 def artifact_redirect(
-    upload_id: str, name: str, services: ServicesDep, principal: PrincipalDep, session: SessionDep
+    request: Request, upload_id: str, name: str, services: ServicesDep, principal: PrincipalDep, session: SessionDep
 ) -> RedirectResponse:
     url = services.uploads.artifact_url(session, principal, upload_id, name)
-    return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+    note(request, AuditAction.ARTIFACT_URL_ISSUED, "success", upload_id=upload_id, details={"artifact": name})
+    return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"}, background=flush_task(request))

@@ -1,0 +1,75 @@
+"""Audit events of a request: collected while it is handled, written after the response.
+
+Routes and handlers call ``note(request, event)``; every response of the API — success or error —
+carries ``flush_task(request)`` as its background task, so the events are written with
+BackgroundTasks once the client has its answer. Each event is also one JSON log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+
+from upload_service.api.requestid import request_id_of
+from upload_service.audit import AuditAction, AuditEvent, AuditWriter
+
+log = logging.getLogger("upload_service.audit.events")
+
+
+def note(request: Request, action: AuditAction, outcome: str, **fields: Any) -> None:
+    """Queue an event of this request; who and from where are filled in from the request."""
+    principal = request.scope.get("state", {}).get("principal")
+    fields.setdefault("tenant", principal.tenant if principal is not None else None)
+    fields.setdefault("key_id", principal.key_id if principal is not None else None)
+    event = AuditEvent(
+        action=action,
+        outcome=outcome,
+        client_addr=request.client.host if request.client else None,
+        request_id=request_id_of(request.scope),
+        **fields,
+    )
+    _pending(request).append(event)
+
+
+def _pending(request: Request) -> list[AuditEvent]:
+    events: list[AuditEvent] = request.scope.setdefault("state", {}).setdefault("audit_events", [])
+    return events
+
+
+def flush_task(request: Request) -> BackgroundTask | None:
+    """The background task that writes this request's events (and forgets them here)."""
+    events = _pending(request)
+    services = getattr(request.app.state, "services", None)
+    if not events or services is None:
+        return None
+    taken = list(events)
+    events.clear()
+    return BackgroundTask(write_events, services.audit, taken)
+
+
+def failure_events_task(request: Request) -> BackgroundTask | None:
+    """For an error response: the request's failure events only (a success noted before a
+    later failure, such as a commit that failed, did not happen)."""
+    events = _pending(request)
+    events[:] = [e for e in events if e.outcome == "failure"]
+    return flush_task(request)
+
+
+def write_events(writer: AuditWriter, events: list[AuditEvent]) -> None:
+    """Runs in the thread pool after the response; ``record`` never raises."""
+    for event in events:
+        log.info(
+            event.action.value,
+            extra={
+                "event": "audit",
+                "outcome": event.outcome,
+                "tenant": event.tenant,
+                "upload_id": event.upload_id,
+                "audit_request_id": event.request_id,
+                "error_code": event.error_code,
+            },
+        )
+        writer.record(event)

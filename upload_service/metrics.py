@@ -1,0 +1,129 @@
+"""Prometheus metrics: the API's own, and the workers' aggregated in Redis.
+
+Workers run on many machines and RQ's forking worker runs each job in a short-lived child, so a
+per-process registry would lose job metrics. Jobs instead add their outcome and duration to a
+few Redis hashes (one ``HINCRBY`` pipeline per job); the API's ``/metrics`` reads them, with the
+queue depth and oldest job age per queue, at scrape time. One scrape target shows it all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from redis import Redis
+from redis.exceptions import RedisError
+from rq.job import Job
+
+from upload_service.jobqueue import SERIALIZER, JobQueue
+
+INGEST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_JOBS_KEY = "upload:metrics:jobs"  # field "<kind>|<outcome>|<code>" → count
+_DURATION_KEY = "upload:metrics:job_seconds:{kind}"  # fields: bucket bounds, "sum", "count"
+
+
+class ApiMetrics:
+    """The API process's metrics, on a registry of its own (no global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.uploads = Counter(
+            "upload_uploads", "Upload requests by outcome, error code and detected type",
+            ["outcome", "code", "type"], registry=self.registry,
+        )
+        self.received_bytes = Counter(
+            "upload_received_bytes", "Request body bytes read by upload requests", registry=self.registry
+        )
+        self.ingest_seconds = Histogram(
+            "upload_ingest_duration_seconds", "Time from the start of an upload request to its answer",
+            ["outcome"], buckets=INGEST_BUCKETS, registry=self.registry,
+        )
+        self.in_flight = Gauge("upload_uploads_in_flight", "Upload requests being read now", registry=self.registry)
+        self.audit_write_failures = Counter(
+            "upload_audit_write_failures", "Audit events the DB refused (they went to the journal)",
+            ["action"], registry=self.registry,
+        )
+        self.audit_backlog = Gauge(
+            "upload_audit_journal_backlog", "Audit events in the local journal waiting for the DB",
+            registry=self.registry,
+        )
+
+    def watch_journal(self, backlog: Callable[[], int]) -> None:
+        self.audit_backlog.set_function(backlog)
+
+    def add_queue_collector(self, queue: JobQueue) -> None:
+        self.registry.register(QueueCollector(queue))
+
+
+def record_job(connection: Redis, kind: str, outcome: str, code: str, seconds: float) -> None:
+    """A worker's job outcome and duration, added to the shared counters in Redis."""
+    key = _DURATION_KEY.format(kind=kind)
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.hincrby(_JOBS_KEY, f"{kind}|{outcome}|{code}", 1)
+        for bound in JOB_BUCKETS:
+            if seconds <= bound:
+                pipe.hincrby(key, repr(float(bound)), 1)
+        pipe.hincrbyfloat(key, "sum", seconds)
+        pipe.hincrby(key, "count", 1)
+        pipe.execute()
+
+
+class QueueCollector(Collector):
+    """Queue depth and oldest job age per queue, and the workers' job counters, read from Redis."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self._queue = queue
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+        depth = GaugeMetricFamily("upload_queue_depth", "Jobs waiting in each queue", labels=["queue"])
+        oldest = GaugeMetricFamily("upload_queue_oldest_job_age_seconds", "Age of the oldest waiting job", labels=["queue"])
+        up = GaugeMetricFamily("upload_queue_redis_up", "Whether Redis answered this scrape")
+        try:
+            for name in self._queue.queue_names():
+                waiting = self._queue.queue(name)
+                depth.add_metric([name], waiting.count)
+                oldest.add_metric([name], self._oldest_age(waiting.get_job_ids(0, 0)))
+            jobs = self._queue.connection.hgetall(_JOBS_KEY)
+            durations = {
+                kind: self._queue.connection.hgetall(_DURATION_KEY.format(kind=kind)) for kind in ("image", "pdf")
+            }
+        except RedisError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield from (depth, oldest, up)
+        yield self._job_counts(jobs)
+        yield self._job_durations(durations)
+
+    def _oldest_age(self, job_ids: list[str]) -> float:
+        if not job_ids:
+            return 0.0
+        job = Job.fetch(job_ids[0], connection=self._queue.connection, serializer=SERIALIZER)
+        if job.enqueued_at is None:
+            return 0.0
+        return max(time.time() - job.enqueued_at.timestamp(), 0.0)
+
+    @staticmethod
+    def _job_counts(raw: dict[bytes, bytes]) -> CounterMetricFamily:
+        family = CounterMetricFamily(
+            "upload_jobs", "Processing jobs by kind, outcome and error code", labels=["kind", "outcome", "code"]
+        )
+        for field, value in sorted(raw.items()):
+            kind, outcome, code = field.decode().split("|", 2)
+            family.add_metric([kind, outcome, code], int(value))
+        return family
+
+    @staticmethod
+    def _job_durations(raw: dict[str, dict[bytes, bytes]]) -> HistogramMetricFamily:
+        family = HistogramMetricFamily("upload_job_duration_seconds", "Processing job duration", labels=["kind"])
+        for kind, fields in raw.items():
+            values = {k.decode(): v for k, v in fields.items()}
+            buckets = [(repr(float(b)), float(values.get(repr(float(b)), 0))) for b in JOB_BUCKETS]
+            buckets.append(("+Inf", float(values.get("count", 0))))
+            family.add_metric([kind], buckets, sum_value=float(values.get("sum", 0)))
+        return family
