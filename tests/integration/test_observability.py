@@ -17,6 +17,7 @@ from tests import samples
 from tests.fixtures.app import Client, LiveServer
 from tests.fixtures.workers import run_jobs_in_process, wait_for_status
 from tests.integration.contract import assert_error
+from tests.integration.rawhttp import read_response
 from upload_service.db.audit_models import AuditEventRow
 
 
@@ -186,9 +187,9 @@ def test_full_spool_gets_507_before_the_body_is_read(server_factory) -> None:  #
             f"POST /v1/uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {client.key}\r\n"
             "Content-Type: image/png\r\nContent-Length: 1000000\r\n\r\n".encode()
         )
-        raw = sock.recv(65536)
+        status, raw = read_response(sock)
     head, _, body = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 507")
+    assert status == 507, raw
     assert re.search(rb"(?i)retry-after: \d+", head)
     assert b'"INSUFFICIENT_STORAGE"' in body
     assert full.spool_entries() == []
@@ -196,7 +197,8 @@ def test_full_spool_gets_507_before_the_body_is_read(server_factory) -> None:  #
     assert ready.status_code == 503 and ready.json()["checks"]["spool"]["status"] == "fail"
 
 
-def test_deep_queue_gets_503_with_retry_after(server_factory) -> None:  # type: ignore[no-untyped-def]
+def test_deep_queue_gets_503_with_retry_after(server_factory, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    """(``redis_url`` empties the queues first.)"""
     busy = server_factory(admission={"max_queue_depth": 1, "depth_cache_seconds": 0})
     client = busy.client()
     assert client.upload(samples.png_bytes(), "a.png").status_code == 202  # the queue now holds one job
