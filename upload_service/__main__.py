@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from upload_service.settings import Settings
 
 
@@ -67,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from upload_service.devstack.stack import run_dev_stack
 
         return run_dev_stack(args)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return refuse_settings(exc)
     if args.command == "serve":
         return _serve(settings, args)
     if args.command == "migrate":
@@ -97,6 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from upload_service.nginxconf import run_cli
 
         return run_cli(settings, args)
+    return 2
+
+
+def refuse_settings(exc: ValidationError) -> int:
+    """Say which settings are unsafe and stop, without echoing their values (they may be secrets)."""
+    print("refusing to start: invalid settings", file=sys.stderr)
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        print(f"  {where}: {error['msg']}", file=sys.stderr)
     return 2
 
 

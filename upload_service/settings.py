@@ -161,7 +161,7 @@ class AuditSettings(BaseModel):
 
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
+    port: int = Field(8081, ge=1, le=65535, description="behind nginx, which listens on nginx.listen_port")
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
 
 
