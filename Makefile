@@ -19,7 +19,7 @@ run: setup
 	$(VENV)/bin/upload-service dev
 
 test: setup
-	$(VENV)/bin/lint-imports --config pyproject.toml
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
