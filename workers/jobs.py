@@ -59,7 +59,6 @@ def process_upload(upload_id: str, request_id: str | None = None) -> str:
 
 
 def _process(upload_id: str) -> str:
-    ctx = context.current()
     extra = {"upload_id": upload_id}
     try:
         upload, crashed = _begin(upload_id)

@@ -12,6 +12,8 @@ import secrets
 from pathlib import Path
 from types import TracebackType
 
+from upload_service.durable import fsync_dir
+
 TEMP_PREFIX = ".part-"
 
 
@@ -53,14 +55,6 @@ class SpoolFile:
     ) -> None:
         if self.final_path is None:
             self.discard()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_stale_parts(spool_dir: Path) -> int:

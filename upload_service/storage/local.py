@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from upload_service.durable import fsync_dir
 from upload_service.errors import ObjectNotFound, StorageError
 from upload_service.storage import keys
 from upload_service.storage.base import StoredObject
@@ -39,14 +40,6 @@ _COPY_CHUNK = 1024 * 1024
 _TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN})
 
 _Writer = Callable[[BinaryIO], object]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalObjectStore:
@@ -242,5 +235,5 @@ def _atomic_write(target: Path, write: _Writer) -> int:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return size

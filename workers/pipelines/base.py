@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +120,29 @@ def remove_artifacts(artifacts: Iterable[ArtifactFile]) -> None:
     """Delete files of a failed run, so the caller never uploads half a result."""
     for artifact in artifacts:
         artifact.path.unlink(missing_ok=True)
+
+
+class PipelineJob(Protocol):
+    """What ``run_pipeline`` needs of a pipeline's context."""
+
+    out_dir: Path
+    artifacts: list[ArtifactFile]
+    info: dict[str, Any]
+
+    def close(self) -> None: ...
+
+
+JobT = TypeVar("JobT", bound=PipelineJob)
+
+
+def run_pipeline(steps: Sequence[Step[JobT]], job: JobT, deadline: float) -> PipelineResult:
+    """Run ``steps`` on ``job``; on any failure remove the files written so far and re-raise."""
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_steps(steps, job, deadline)
+    except BaseException:
+        remove_artifacts(job.artifacts)
+        raise
+    finally:
+        job.close()
+    return PipelineResult(artifacts=list(job.artifacts), info=job.info)

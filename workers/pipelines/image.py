@@ -29,8 +29,8 @@ from typing import IO, Any
 from PIL import ExifTags, Image, ImageCms, ImageFile, UnidentifiedImageError
 
 from workers.pipelines.base import (
-    THUMBNAIL_WEBP_METHOD, ArtifactFile, PipelineResult, ProcessingError, remove_artifacts,
-    run_steps, write_info,
+    THUMBNAIL_WEBP_METHOD, ArtifactFile, PipelineResult, ProcessingError,
+    run_pipeline, write_info,
 )
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP")
@@ -367,13 +367,4 @@ def process_image(src: Path, out_dir: Path, limits: ImageLimits, deadline: float
 
     On any failure the files written so far are removed and the error propagates.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    job = ImageJob(src=src, out_dir=out_dir, limits=limits)
-    try:
-        run_steps(IMAGE_STEPS, job, deadline)
-    except BaseException:
-        remove_artifacts(job.artifacts)
-        raise
-    finally:
-        job.close()
-    return PipelineResult(artifacts=list(job.artifacts), info=job.info)
+    return run_pipeline(IMAGE_STEPS, ImageJob(src=src, out_dir=out_dir, limits=limits), deadline)

@@ -21,8 +21,8 @@ import pypdfium2 as pdfium
 from PIL import Image
 
 from workers.pipelines.base import (
-    THUMBNAIL_WEBP_METHOD, ArtifactFile, PipelineResult, ProcessingError, remove_artifacts,
-    run_steps, write_info,
+    THUMBNAIL_WEBP_METHOD, ArtifactFile, PipelineResult, ProcessingError,
+    run_pipeline, write_info,
 )
 
 # Keys whose value is active content wherever they appear.
@@ -285,13 +285,4 @@ def process_pdf(src: Path, out_dir: Path, limits: PdfLimits, deadline: float) ->
 
     On any failure the files written so far are removed and the error propagates.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    job = PdfJob(src=src, out_dir=out_dir, limits=limits)
-    try:
-        run_steps(PDF_STEPS, job, deadline)
-    except BaseException:
-        remove_artifacts(job.artifacts)
-        raise
-    finally:
-        job.close()
-    return PipelineResult(artifacts=list(job.artifacts), info=job.info)
+    return run_pipeline(PDF_STEPS, PdfJob(src=src, out_dir=out_dir, limits=limits), deadline)
