@@ -214,3 +214,9 @@ def test_readyz_degrades_when_redis_is_down(server: LiveServer, redis_service) -
         assert body["checks"]["db"]["status"] == "ok"
     finally:
         redis_service.ensure_running()
+
+
+def test_invalid_idempotency_key_is_a_bad_request(server: LiveServer, client: Client) -> None:
+    response = client.upload(samples.png_bytes(), "a.png", headers={"Idempotency-Key": "has spaces in it"})
+    assert_error(response, 400, "BAD_REQUEST")
+    assert_nothing_left(server, client)
