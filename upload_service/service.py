@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,7 @@ class UploadService:
 
     # --- accept ------------------------------------------------------------------------------
 
-    async def accept_upload(self, request: UploadRequest, body: AsyncIterator[bytes]) -> Accepted:
+    async def accept_upload(self, request: UploadRequest, body: AsyncIterable[bytes]) -> Accepted:
         request.principal.require(Scope.UPLOAD)
         if request.idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(request.idempotency_key):
             raise ServiceError(ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1-255 visible ASCII characters")

@@ -77,7 +77,7 @@ async def create_upload(
     started = time.perf_counter()
     metrics.in_flight.inc()
     try:
-        accepted = await services.uploads.accept_upload(upload_request, body.__aiter__())
+        accepted = await services.uploads.accept_upload(upload_request, body)
     except (ServiceError, ClientDisconnect) as exc:
         error = exc if isinstance(exc, ServiceError) else _disconnected()
         # The rest of a refused body may still be on its way: close the connection rather than

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 
 from upload_service.ingest.filenames import sanitize_filename
@@ -40,7 +40,7 @@ def check_declared_length(headers: BodyHeaders, limits: LimitSettings) -> None:
 
 
 async def receive_body(
-    body: AsyncIterator[bytes],
+    body: AsyncIterable[bytes],
     headers: BodyHeaders,
     spool: SpoolFile,
     limits: LimitSettings,
