@@ -1,0 +1,78 @@
+"""``python -m bench [--quick] [--only NAME]``: run the benchmarks, print one table.
+
+Each benchmark measures ours and its anchors in the same run on the same machine and returns
+``Row``s; the table shows the figure, the anchor's figure and the ratio (>1: ours is better).
+The ingest benchmarks share one set of services (redis-server, SeaweedFS, SQLite), started once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from bench.report import Row, load_average, render_table
+
+BENCHMARKS = ("ingest-large", "ingest-small", "processing")
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _run_ingest(names: list[str], quick: bool) -> list[Row]:
+    from bench import ingest
+    from bench.servers import BenchStack
+
+    steps: dict[str, Callable[[BenchStack, bool], list[Row]]] = {
+        "ingest-large": ingest.run_large,
+        "ingest-small": ingest.run_small,
+    }
+    rows: list[Row] = []
+    _log("starting redis-server and SeaweedFS ...")
+    with BenchStack() as stack:
+        for name in names:
+            _log(f"running {name} ({load_average()}) ...")
+            rows += steps[name](stack, quick)
+    return rows
+
+
+def _on_term(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwind through the context managers: every process is stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Run the benchmarks next to their anchors; print one table."
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer runs and smaller counts (under a minute)")
+    parser.add_argument("--only", choices=BENCHMARKS, action="append", help="run only this benchmark (repeatable)")
+    args = parser.parse_args(argv)
+    selected = args.only or list(BENCHMARKS)
+    signal.signal(signal.SIGTERM, _on_term)
+    started, load_before = time.perf_counter(), load_average()
+    rows: list[Row] = []
+    ingest = [name for name in selected if name.startswith("ingest")]
+    try:
+        if ingest:
+            rows += _run_ingest(ingest, args.quick)
+        if "processing" in selected:
+            from bench import processing
+
+            _log(f"running processing ({load_average()}) ...")
+            rows += processing.run(args.quick)
+    except KeyboardInterrupt:
+        _log("interrupted; every process started was stopped")
+        return 130
+    print(render_table(rows))
+    mode = "quick" if args.quick else "full"
+    print(f"\n{mode} run, {time.perf_counter() - started:.0f} s; {load_before} at start, {load_average()} at end")
+    print("ratio: ours / anchor for rates, anchor / ours for times and memory (>1: ours is better)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
