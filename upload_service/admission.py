@@ -43,6 +43,13 @@ class Admission:
                 headers=retry,
             )
 
+    @property
+    def needs_redis(self) -> bool:
+        """Whether ``check`` would read Redis (blocking I/O) rather than its cached depths."""
+        if self._settings.max_queue_depth == 0:
+            return False
+        return time.monotonic() - self._depth[0] >= self._settings.depth_cache_seconds
+
     def queues_over_watermark(self) -> list[str]:
         limit = self._settings.max_queue_depth
         if limit == 0:

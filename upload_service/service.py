@@ -79,18 +79,30 @@ class UploadService:
         request.principal.require(Scope.UPLOAD)
         if request.idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(request.idempotency_key):
             raise ServiceError(ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1-255 visible ASCII characters")
-        await to_thread.run_sync(self.admission.check)
+        if self.admission.needs_redis:
+            await to_thread.run_sync(self.admission.check)
+        else:
+            self.admission.check()  # a statvfs and cached queue depths: no need for a thread
         upload_id = uuid.uuid4().hex
         with SpoolFile(self.settings.spool.dir) as spool:
             received = await receive_body(body, request.headers, spool, self.settings.limits, self.sniffer)
             metadata = parse_metadata(received.fields.get("metadata"))
-            path = await to_thread.run_sync(spool.commit, upload_id)
+            # One hand-off to a thread for all the blocking work after the body.
+            return await to_thread.run_sync(self._accept_received, request, upload_id, received, metadata, spool)
+
+    def _accept_received(
+        self, request: UploadRequest, upload_id: str, received: ReceivedBody, metadata: dict[str, Any] | None,
+        spool: SpoolFile,
+    ) -> Accepted:
+        """Commit the spool file, store the original, record the row, enqueue; the spool file is
+        gone afterwards whatever happens."""
+        path = spool.commit(upload_id)
         try:
-            accepted = await to_thread.run_sync(self._store_and_record, request, upload_id, received, metadata, path)
+            accepted = self._store_and_record(request, upload_id, received, metadata, path)
         finally:
             path.unlink(missing_ok=True)
         if not accepted.replayed:
-            await to_thread.run_sync(self._enqueue, accepted.upload, request.request_id)
+            self._enqueue(accepted.upload, request.request_id)
         return accepted
 
     def _store_and_record(

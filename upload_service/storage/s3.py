@@ -169,7 +169,13 @@ class S3ObjectStore:
         else:
             extra["ChecksumAlgorithm"] = "SHA256"  # multipart: per-part SHA-256 checksums
         with _translated("put_file", bucket, key):
-            self._client.upload_file(str(path), bucket, key, ExtraArgs=extra, Config=self._transfer)
+            if size < self._settings.multipart_threshold_bytes:
+                # One PUT streamed from the file: the transfer manager's thread pool costs more
+                # than the whole request for the small files most uploads are.
+                with path.open("rb") as body:
+                    self._client.put_object(Bucket=bucket, Key=key, Body=body, **extra)
+            else:
+                self._client.upload_file(str(path), bucket, key, ExtraArgs=extra, Config=self._transfer)
         return StoredObject(key=key, size=size, content_type=content_type, sha256=sha256)
 
     def put_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str, sha256: str) -> StoredObject:
