@@ -34,8 +34,8 @@ DEFAULT_PREFIX = Path(".")
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{8,128}$"
 UPLOAD_PATH = "/v1/uploads"
 #: Refused (404) on the public listener; proxied on ``nginx.internal_listen`` when set.
-INTERNAL_PATHS = ("/metrics", "/v1/audit", "/admin")
-HEALTH_PATHS = ("/livez", "/readyz", "/health")
+INTERNAL_PATHS = ("/metrics", "/v1/audit", "/admin", "/health")
+HEALTH_PATHS = ("/livez", "/readyz")
 CSP = "default-src 'none'; frame-ancestors 'none'"
 
 _UPSTREAM = re.compile(r"^(unix:/[^\s;{}'\"#]+|[A-Za-z0-9.-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5})$")

@@ -30,7 +30,9 @@ def app_log_entries(server: LiveServer, request_id: str) -> list[dict]:  # type:
     return [e for e in entries if e.get("request_id") == request_id]
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/v1/audit", "/v1/audit/events", "/admin", "/admin/keys", "/%6detrics"])
+@pytest.mark.parametrize(
+    "path", ["/metrics", "/v1/audit", "/v1/audit/events", "/admin", "/admin/keys", "/%6detrics", "/health"]
+)
 def test_metrics_and_admin_routes_are_not_reachable_publicly(front: NginxFront, path: str) -> None:
     request_id = new_request_id()
     response = httpx.get(front.url + path, headers={"X-Request-ID": request_id}, timeout=10)
@@ -47,6 +49,7 @@ def test_the_internal_listener_serves_metrics_and_nothing_public(front: NginxFro
         assert metrics.status_code == 200 and "# TYPE upload_" in metrics.text  # the app's Prometheus text
         assert both.access_entry(request_id)["upstream_addr"] != ""  # proxied to the API
         assert httpx.get(f"{internal}/livez", timeout=10).status_code == 200
+        assert "checks" in httpx.get(f"{internal}/health", timeout=10).json()  # dependency details: internal only
         assert_error(httpx.get(f"{internal}/v1/uploads/x", timeout=10), 404, "NOT_FOUND")
         assert_error(httpx.get(f"{both.url}/metrics", timeout=10), 404, "NOT_FOUND")
 
