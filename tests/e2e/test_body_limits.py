@@ -11,11 +11,10 @@ import httpx
 import pytest
 
 from tests import samples
-from tests.e2e import raw
-from tests.e2e.support import new_request_id, wait_for_empty_spool
+from tests import rawhttp as raw
 from tests.fixtures.app import Client, LiveServer
 from tests.fixtures.nginx import NginxFront
-from tests.integration.contract import assert_error
+from tests.integration.contract import assert_error, new_request_id
 
 MiB = 1024 * 1024
 
@@ -32,7 +31,7 @@ def pdf_head(client: Client, request_id: str, extra: dict[str, str]) -> bytes:
 
 def test_a_49_mb_pdf_streams_through_to_the_app(front: NginxFront, server: LiveServer, client: Client) -> None:
     body = b"%PDF-1.4\n" + b"\0" * (49 * MiB - 9)
-    request_id = new_request_id()
+    request_id = new_request_id("e2e")
     response = httpx.post(
         f"{front.url}/v1/uploads",
         params={"filename": "big.pdf"},
@@ -51,7 +50,7 @@ def test_a_49_mb_pdf_streams_through_to_the_app(front: NginxFront, server: LiveS
 def test_51_mb_with_content_length_is_refused_by_nginx_before_the_app(
     front: NginxFront, server: LiveServer, client: Client
 ) -> None:
-    request_id = new_request_id()
+    request_id = new_request_id("e2e")
     with raw.connect(front.url) as sock:
         # Only the head: the refusal comes before a single body byte is sent.
         sock.sendall(pdf_head(client, request_id, {"Content-Length": str(51 * MiB)}))
@@ -69,7 +68,7 @@ def test_51_mb_with_content_length_is_refused_by_nginx_before_the_app(
 def test_51_mb_chunked_is_cut_off_and_the_app_keeps_nothing(front: NginxFront, server: LiveServer, client: Client) -> None:
     """No length up front: nginx streams the body to the app until it passes the cap, then
     answers 413 and drops the upstream connection; the app deletes its partial spool file."""
-    request_id = new_request_id()
+    request_id = new_request_id("e2e")
     chunk = b"%PDF-1.4\n" + b"\0" * (256 * 1024 - 9)
     total = 51 * MiB
 
@@ -91,7 +90,7 @@ def test_51_mb_chunked_is_cut_off_and_the_app_keeps_nothing(front: NginxFront, s
         sender.join(timeout=30)
     assert response is not None
     assert_error(response, 413, "FILE_TOO_LARGE")
-    assert wait_for_empty_spool(server) == []
+    assert server.wait_for_empty_spool() == []
     assert client.upload_count() == 0
     # The body did stream to the app, which cleaned up (its log line may trail the cleanup).
     deadline = time.monotonic() + 10
@@ -105,7 +104,7 @@ def test_the_apps_own_per_type_413_passes_through_unchanged(front: NginxFront, s
     Content-Length, and nginx relays the app's JSON as is (no interception)."""
     limit = server.settings.limits.max_image_bytes
     assert limit < server.settings.limits.max_body_bytes
-    request_id = new_request_id()
+    request_id = new_request_id("e2e")
     headers = {"Authorization": f"Bearer {client.key}", "Content-Type": "image/png", "X-Request-ID": request_id}
     with raw.connect(front.url) as sock:
         sock.sendall(raw.head("POST", "/v1/uploads?filename=big.png", {**headers, "Content-Length": str(limit + 1)}))
@@ -115,13 +114,13 @@ def test_the_apps_own_per_type_413_passes_through_unchanged(front: NginxFront, s
     assert error["message"] == f"the upload exceeds the limit of {limit} bytes"  # the app's words
     assert error["details"] == {"limit_bytes": limit}
     assert front.access_entry(request_id)["upstream_status"] == "413"
-    assert wait_for_empty_spool(server) == []
+    assert server.wait_for_empty_spool() == []
 
 
 def test_app_errors_are_identical_through_nginx_and_direct(front: NginxFront, server: LiveServer, client: Client) -> None:
     bodies = []
     for base in (server.url, front.url):
-        request_id = new_request_id()
+        request_id = new_request_id("e2e")
         response = httpx.post(
             f"{base}/v1/uploads",
             files={"file": ("page.html", samples.html_bytes(), "text/html")},

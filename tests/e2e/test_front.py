@@ -11,11 +11,10 @@ import httpx
 import pytest
 
 from tests import samples
-from tests.e2e import raw
-from tests.e2e.support import new_request_id
+from tests import rawhttp as raw
 from tests.fixtures.app import Client, LiveServer
 from tests.fixtures.nginx import NginxFront
-from tests.integration.contract import assert_error
+from tests.integration.contract import assert_error, new_request_id
 from upload_service.devstack.process import free_port
 from upload_service.nginxconf import CSP
 
@@ -34,7 +33,7 @@ def app_log_entries(server: LiveServer, request_id: str) -> list[dict]:  # type:
     "path", ["/metrics", "/v1/audit", "/v1/audit/events", "/admin", "/admin/keys", "/%6detrics", "/health"]
 )
 def test_metrics_and_admin_routes_are_not_reachable_publicly(front: NginxFront, path: str) -> None:
-    request_id = new_request_id()
+    request_id = new_request_id("e2e")
     response = httpx.get(front.url + path, headers={"X-Request-ID": request_id}, timeout=10)
     assert_error(response, 404, "NOT_FOUND")
     assert front.access_entry(request_id)["upstream_addr"] == ""  # answered by nginx itself
@@ -44,7 +43,7 @@ def test_the_internal_listener_serves_metrics_and_nothing_public(front: NginxFro
     internal_port = free_port()
     with front.variant(internal_listen=f"127.0.0.1:{internal_port}") as both:
         internal = f"http://127.0.0.1:{internal_port}"
-        request_id = new_request_id()
+        request_id = new_request_id("e2e")
         metrics = httpx.get(f"{internal}/metrics", headers={"X-Request-ID": request_id}, timeout=10)
         assert metrics.status_code == 200 and "# TYPE upload_" in metrics.text  # the app's Prometheus text
         assert both.access_entry(request_id)["upstream_addr"] != ""  # proxied to the API
@@ -97,7 +96,7 @@ def test_responses_carry_security_headers_once(front: NginxFront, client: Client
 
 
 def test_a_client_cannot_spoof_its_address_to_the_app(front: NginxFront, server: LiveServer) -> None:
-    request_id = new_request_id()
+    request_id = new_request_id("e2e")
     headers = {"X-Request-ID": request_id, "X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.9"}
     assert httpx.get(f"{front.url}/livez", headers=headers, timeout=10).status_code == 200
     access = [e for e in app_log_entries(server, request_id) if e["logger"] == "uvicorn.access"]

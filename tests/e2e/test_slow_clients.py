@@ -14,8 +14,7 @@ import httpx
 import pytest
 
 from tests import samples
-from tests.e2e import raw
-from tests.e2e.support import wait_for_empty_spool
+from tests import rawhttp as raw
 from tests.fixtures.app import Client, LiveServer
 from tests.fixtures.nginx import NginxFront
 from tests.integration.contract import assert_error
@@ -56,7 +55,7 @@ def test_a_client_stalling_in_its_body_is_disconnected_and_the_app_keeps_nothing
         entry = slow.access_entry(request_id)
     assert 0.8 <= waited < 5, waited
     assert entry["status"] == 408  # logged as a timeout; the client got a closed connection
-    assert wait_for_empty_spool(server) == []  # the app saw the body stop and removed its part file
+    assert server.wait_for_empty_spool() == []  # the app saw the body stop and removed its part file
     assert client.upload_count() == 0
 
 
@@ -96,4 +95,4 @@ def test_connections_over_limit_conn_get_429_json(front: NginxFront, server: Liv
             response = httpx.get(f"{limited.url}/livez", timeout=10)
             assert_error(response, 429, "RATE_LIMITED")
         assert httpx.get(f"{limited.url}/livez", timeout=10).status_code == 200  # slot freed
-    assert wait_for_empty_spool(server) == []
+    assert server.wait_for_empty_spool() == []

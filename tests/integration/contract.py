@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
+
+
+def new_request_id(label: str = "test") -> str:
+    """A client-chosen request id that passes the app's (and nginx's) validation rule."""
+    return f"{label}-{uuid.uuid4().hex}"
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict:  # type: ignore[type-arg]

@@ -3,31 +3,23 @@ admission control — against the real API, worker, Redis, S3 and database."""
 
 from __future__ import annotations
 
-import re
-import socket
 import time
-import uuid
-from urllib.parse import urlparse
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from tests import rawhttp as raw
 from tests import samples
 from tests.fixtures.app import Client, LiveServer
 from tests.fixtures.workers import run_jobs_in_process, wait_for_status
-from tests.integration.contract import assert_error
-from tests.integration.rawhttp import read_response
+from tests.integration.contract import assert_error, new_request_id
 from upload_service.db.audit_models import AuditEventRow
 
 
 @pytest.fixture
 def client(server: LiveServer) -> Client:
     return server.client(scopes="upload,read,admin")
-
-
-def rid() -> str:
-    return f"test-{uuid.uuid4().hex}"
 
 
 def events_for(server: LiveServer, request_id: str, *, expect: int = 1, timeout: float = 5) -> list[AuditEventRow]:
@@ -54,7 +46,7 @@ def test_every_upload_decision_is_one_audit_event(server: LiveServer, client: Cl
          401, "auth:failed", "UNAUTHENTICATED"),
     ]
     for send, status, action, code in cases:
-        request_id = rid()
+        request_id = new_request_id()
         response = send({"X-Request-ID": request_id})
         assert response.status_code == status, response.text
         rows = events_for(server, request_id)
@@ -75,9 +67,9 @@ def test_every_upload_decision_is_one_audit_event(server: LiveServer, client: Cl
 
 
 def test_other_decisions_and_worker_outcomes_are_audited(server: LiveServer, client: Client) -> None:
-    upload_rid = rid()
+    upload_rid = new_request_id()
     upload_id = client.upload(samples.png_bytes(), "a.png", headers={"X-Request-ID": upload_rid}).json()["id"]
-    bomb_rid = rid()
+    bomb_rid = new_request_id()
     bomb_id = client.upload(samples.png_bomb_bytes(20000), "b.png", headers={"X-Request-ID": bomb_rid}).json()["id"]
     run_jobs_in_process(server)
     wait_for_status(client, upload_id, {"done"}, timeout=5)
@@ -91,12 +83,12 @@ def test_other_decisions_and_worker_outcomes_are_audited(server: LiveServer, cli
         ("GET", f"/v1/uploads/{upload_id}/artifacts/info.json", {"follow_redirects": False}, "artifact:url_issued"),
         ("DELETE", f"/v1/uploads/{upload_id}", {}, "upload:deleted"),
     ):
-        request_id = rid()
+        request_id = new_request_id()
         assert client.request(method, path, headers={"X-Request-ID": request_id}, **kwargs).status_code < 400
         rows = events_for(server, request_id)
         assert [(r.action, r.upload_id) for r in rows] == [(action, upload_id)]
     reader = server.client(scopes="read", tenant=client.tenant)
-    request_id = rid()
+    request_id = new_request_id()
     assert reader.request("DELETE", f"/v1/uploads/{bomb_id}", headers={"X-Request-ID": request_id}).status_code == 403
     assert [(r.action, r.error_code) for r in events_for(server, request_id)] == [("auth:failed", "FORBIDDEN")]
 
@@ -166,7 +158,7 @@ def test_metrics_move(server: LiveServer, client: Client) -> None:
 
 
 def test_worker_log_lines_carry_the_request_id(server: LiveServer, client: Client, worker_process) -> None:  # type: ignore[no-untyped-def]
-    request_id = rid()
+    request_id = new_request_id()
     upload_id = client.upload(samples.png_bytes(), "a.png", headers={"X-Request-ID": request_id}).json()["id"]
     process = worker_process()
     wait_for_status(client, upload_id, {"done"}, timeout=30)
@@ -181,17 +173,16 @@ def test_worker_log_lines_carry_the_request_id(server: LiveServer, client: Clien
 def test_full_spool_gets_507_before_the_body_is_read(server_factory) -> None:  # type: ignore[no-untyped-def]
     full = server_factory(spool={"min_free_bytes": 10**18})
     client = full.client()
-    url = urlparse(full.url)
-    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
-        sock.sendall(
-            f"POST /v1/uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {client.key}\r\n"
-            "Content-Type: image/png\r\nContent-Length: 1000000\r\n\r\n".encode()
-        )
-        status, raw = read_response(sock)
-    head, _, body = raw.partition(b"\r\n\r\n")
-    assert status == 507, raw
-    assert re.search(rb"(?i)retry-after: \d+", head)
-    assert b'"INSUFFICIENT_STORAGE"' in body
+    head = raw.head(
+        "POST", "/v1/uploads",
+        {"Authorization": f"Bearer {client.key}", "Content-Type": "image/png", "Content-Length": "1000000"},
+    )
+    with raw.connect(full.url, timeout=10) as sock:
+        sock.sendall(head)  # and no body at all: the answer must not wait for it
+        response = raw.read_response(sock)
+    assert response is not None
+    assert_error(response, 507, "INSUFFICIENT_STORAGE")
+    assert int(response.headers["retry-after"]) > 0
     assert full.spool_entries() == []
     ready = httpx.get(full.url + "/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["spool"]["status"] == "fail"
