@@ -11,13 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.integration.audit_support import (  # noqa: F401
-    audit_url,
-    dead_sessions,
-    make_event,
-    sessions,
-    stored_rows,
-)
+from tests.fixtures.audit import make_event, stored_rows
 from upload_service import cli_audit
 from upload_service.audit import AuditAction, AuditWriter
 from upload_service.settings import DatabaseSettings, Settings
