@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from upload_service.db import repository
 from upload_service.db.engine import build_engine, build_sessionmaker
+from upload_service.db.models import UploadStatus
 from upload_service.jobqueue import JobQueue, connect, kind_of
 from upload_service.settings import Settings
 
@@ -45,8 +46,8 @@ def reconcile(settings: Settings, sessions: sessionmaker[Session], queue: JobQue
     now = repository.utcnow()
     grace = timedelta(seconds=settings.queue.reconcile_grace_seconds)
     with sessions() as session:
-        queued = repository.uploads_in_status(session, "queued", older_than=now - grace)
-        processing = repository.uploads_in_status(session, "processing", older_than=now - grace)
+        queued = repository.uploads_in_status(session, UploadStatus.QUEUED, older_than=now - grace)
+        processing = repository.uploads_in_status(session, UploadStatus.PROCESSING, older_than=now - grace)
     for upload in queued:
         if queue.live_job(upload.id) is None:
             queue.enqueue_processing(upload.id, kind_of(upload.detected_type), request_id=upload.request_id)
@@ -56,7 +57,7 @@ def reconcile(settings: Settings, sessions: sessionmaker[Session], queue: JobQue
     for upload in processing:
         kind = kind_of(upload.detected_type)
         stalled_since = now - grace - timedelta(seconds=queue.policy(kind).timeout_seconds)
-        if _as_aware(upload.updated_at) > stalled_since:
+        if upload.updated_at > stalled_since:
             continue
         queue.drop_job(upload.id)
         queue.enqueue_processing(upload.id, kind, request_id=upload.request_id)
@@ -74,7 +75,3 @@ def reconcile_once(settings: Settings) -> ReconcileReport:
         engine.dispose()
         redis.close()
 
-
-def _as_aware(value: datetime) -> datetime:
-    """SQLite returns naive datetimes for timezone-aware columns; they were written in UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)

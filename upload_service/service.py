@@ -24,7 +24,7 @@ from upload_service.admission import Admission
 from upload_service.auth import Principal, Scope
 from upload_service.db import repository
 from upload_service.db.engine import session_scope
-from upload_service.db.models import Upload
+from upload_service.db.models import Upload, UploadStatus
 from upload_service.errors import ErrorCode, ServiceError, StorageError
 from upload_service.ingest.body import BodyHeaders, ReceivedBody, receive_body
 from upload_service.ingest.filenames import sanitize_filename
@@ -37,7 +37,6 @@ from upload_service.storage.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
-QUEUED, PROCESSING, DONE, FAILED = "queued", "processing", "done", "failed"
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 MAX_TAGS, MAX_TAG_CHARS = 50, 64
 
@@ -129,7 +128,7 @@ class UploadService:
             sha256=file.sha256,
             declared_type=file.declared_type,
             detected_type=file.detected_type,
-            status=QUEUED,
+            status=UploadStatus.QUEUED,
             metadata_=metadata,
             tags=None,
             original_key=original_key,

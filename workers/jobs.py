@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from upload_service.audit import AuditAction, AuditEvent
 from upload_service.db import repository
 from upload_service.db.engine import session_scope
-from upload_service.db.models import Artifact, Upload
+from upload_service.db.models import Artifact, Upload, UploadStatus
 from upload_service.errors import ObjectNotFound, StorageError
 from upload_service.jobqueue import kind_of
 from upload_service.logs import current_request_id
@@ -40,7 +40,6 @@ from workers.pipelines.base import ArtifactFile
 
 log = logging.getLogger("workers.jobs")
 
-QUEUED, PROCESSING, DONE, FAILED = "queued", "processing", "done", "failed"
 DEADLINE_MARGIN_SECONDS = 3.0
 CRASHED = "PROCESSING_CRASHED"
 
@@ -110,7 +109,7 @@ def _attempt(upload: Upload, extra: dict[str, str]) -> tuple[str, str]:
                 _forget_artifacts(upload)  # deleted while we worked
                 return "skipped", ""
             repository.replace_artifacts(session, upload.id, stored)
-            repository.set_status(session, upload.id, DONE)
+            repository.set_status(session, upload.id, UploadStatus.DONE)
     except SQLAlchemyError as exc:
         return _retry_or_fail(upload.id, exc, extra)
     return "done", ""
@@ -148,23 +147,23 @@ def _begin(upload_id: str) -> tuple[Upload | None, bool]:
     ctx = context.current()
     with session_scope(ctx.sessions) as session:
         upload = repository.get_upload_any_tenant(session, upload_id)
-        if upload is None or upload.status in (DONE, FAILED):
+        if upload is None or upload.status in (UploadStatus.DONE, UploadStatus.FAILED):
             return None, False
-        if upload.status == PROCESSING:
+        if upload.status == UploadStatus.PROCESSING:
             crashes = repository.count_attempt(session, upload_id)
             log.warning("previous run of upload %s did not finish (%d so far)", upload_id, crashes)
             if crashes >= ctx.settings.queue.max_crashes:
                 repository.set_status(
                     session,
                     upload_id,
-                    FAILED,
+                    UploadStatus.FAILED,
                     error_code=CRASHED,
                     error_message="Processing this file repeatedly crashed or timed out the worker.",
                 )
                 session.flush()
                 session.expunge(upload)
                 return upload, True
-        repository.set_status(session, upload_id, PROCESSING)
+        repository.set_status(session, upload_id, UploadStatus.PROCESSING)
         session.flush()
         session.expunge(upload)
         return upload, False
@@ -229,15 +228,15 @@ def _retry_or_fail(upload_id: str, exc: BaseException, extra: dict[str, str]) ->
     try:
         with session_scope(ctx.sessions) as session:
             if retries_left > 0:
-                repository.set_status(session, upload_id, QUEUED, only_from=[PROCESSING])
+                repository.set_status(session, upload_id, UploadStatus.QUEUED, only_from=[UploadStatus.PROCESSING])
             else:
                 repository.set_status(
                     session,
                     upload_id,
-                    FAILED,
+                    UploadStatus.FAILED,
                     error_code="PROCESSING_UNAVAILABLE",
                     error_message="A dependency stayed unavailable while processing; upload again later.",
-                    only_from=[PROCESSING],
+                    only_from=[UploadStatus.PROCESSING],
                 )
     except SQLAlchemyError:
         log.warning("could not record the transient failure of upload %s", upload_id, exc_info=True)
@@ -250,7 +249,7 @@ def _retry_or_fail(upload_id: str, exc: BaseException, extra: dict[str, str]) ->
 def _finish_failed(upload_id: str, code: str, message: str) -> None:
     ctx = context.current()
     with session_scope(ctx.sessions) as session:
-        repository.set_status(session, upload_id, FAILED, error_code=code, error_message=message)
+        repository.set_status(session, upload_id, UploadStatus.FAILED, error_code=code, error_message=message)
 
 
 def _forget_artifacts(upload: Upload) -> None:

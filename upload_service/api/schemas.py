@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,14 +57,9 @@ class UploadOut(BaseModel):
                 ArtifactOut(name=a.name, key=a.key, size=a.size, type=a.content_type, sha256=a.sha256)
                 for a in upload.artifacts
             ],
-            created_at=as_utc(upload.created_at),
-            updated_at=as_utc(upload.updated_at),
+            created_at=upload.created_at,
+            updated_at=upload.updated_at,
         )
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite returns naive datetimes for timezone-aware columns; they were written in UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 class UploadPatch(BaseModel):

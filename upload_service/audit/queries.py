@@ -97,7 +97,7 @@ def to_stored(row: AuditEventRow) -> StoredEvent:
     event = AuditEvent(
         event_id=row.event_id,
         action=AuditAction(row.action),
-        occurred_at=_aware(row.occurred_at),
+        occurred_at=row.occurred_at,
         tenant=row.tenant,
         key_id=row.key_id,
         client_addr=row.client_addr,
@@ -150,7 +150,3 @@ def _utc(value: datetime) -> datetime:
         raise ServiceError(ErrorCode.BAD_REQUEST, "time bounds need a timezone")
     return value.astimezone(timezone.utc)
 
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes for timezone-aware columns; they were written in UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
