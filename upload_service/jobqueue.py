@@ -16,20 +16,14 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
+from upload_service.media import PDF
 from upload_service.settings import QueueSettings, RedisSettings
 
 PROCESS_JOB = "workers.jobs.process_upload"
 SERIALIZER = JSONSerializer
 
-#: Media kinds and the pipelines that process them.
-IMAGE = "image"
-PDF = "pdf"
 
 _LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
-
-
-def kind_of(media_type: str) -> str:
-    return PDF if media_type == "application/pdf" else IMAGE
 
 
 def job_id_for(upload_id: str) -> str:

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from rq.job import Job
 
 from upload_service.jobqueue import SERIALIZER, JobQueue
+from upload_service.media import IMAGE, PDF
 
 INGEST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -89,7 +90,7 @@ class QueueCollector(Collector):
                 oldest.add_metric([name], self._oldest_age(waiting.get_job_ids(0, 0)))
             jobs = self._queue.connection.hgetall(_JOBS_KEY)
             durations = {
-                kind: self._queue.connection.hgetall(_DURATION_KEY.format(kind=kind)) for kind in ("image", "pdf")
+                kind: self._queue.connection.hgetall(_DURATION_KEY.format(kind=kind)) for kind in (IMAGE, PDF)
             }
         except RedisError:
             up.add_metric([], 0)

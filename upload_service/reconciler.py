@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from upload_service.db import repository
 from upload_service.db.engine import build_engine, build_sessionmaker
 from upload_service.db.models import UploadStatus
-from upload_service.jobqueue import JobQueue, connect, kind_of
+from upload_service.jobqueue import JobQueue, connect
+from upload_service.media import kind_of
 from upload_service.settings import Settings
 
 log = logging.getLogger(__name__)

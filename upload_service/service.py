@@ -30,7 +30,8 @@ from upload_service.ingest.body import BodyHeaders, ReceivedBody, receive_body
 from upload_service.ingest.filenames import sanitize_filename
 from upload_service.ingest.sniff import TypeSniffer
 from upload_service.ingest.spool import SpoolFile
-from upload_service.jobqueue import JobQueue, kind_of
+from upload_service.jobqueue import JobQueue
+from upload_service.media import kind_of
 from upload_service.settings import Settings
 from upload_service.storage import keys
 from upload_service.storage.base import ObjectStore

@@ -29,7 +29,7 @@ from upload_service.db import repository
 from upload_service.db.engine import session_scope
 from upload_service.db.models import Artifact, Upload, UploadStatus
 from upload_service.errors import ObjectNotFound, StorageError
-from upload_service.jobqueue import kind_of
+from upload_service.media import kind_of
 from upload_service.logs import current_request_id
 from upload_service.metrics import record_job
 from upload_service.storage import keys

@@ -70,7 +70,8 @@ def test_jpeg_with_gps_and_orientation_becomes_clean_upright_artifacts(server: L
 
 
 def test_running_a_job_twice_gives_the_same_artifacts(server: LiveServer, client: Client) -> None:
-    from upload_service.jobqueue import JobQueue, connect, kind_of
+    from upload_service.jobqueue import JobQueue, connect
+    from upload_service.media import kind_of
 
     upload_id = upload(client, samples.png_bytes(300, 200), "a.png")
     run_jobs_in_process(server)

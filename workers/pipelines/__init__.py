@@ -10,31 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from upload_service.media import IMAGE, PDF
 from workers.pipelines.base import ArtifactFile, PipelineResult, ProcessingError
 from workers.pipelines.image import ImageLimits, process_image
 from workers.pipelines.pdf import PdfLimits, process_pdf
 
 __all__ = [
     "ArtifactFile", "ImageLimits", "PdfLimits", "PipelineResult", "ProcessingError",
-    "kind_for_media_type", "process_image", "process_pdf", "run_pipeline_for",
+    "process_image", "process_pdf", "run_pipeline_for",
 ]
-
-_KIND_FOR_MEDIA_TYPE = {
-    "image/png": "image",
-    "image/jpeg": "image",
-    "image/gif": "image",
-    "image/webp": "image",
-    "application/pdf": "pdf",
-}
-
-
-def kind_for_media_type(media_type: str) -> str:
-    """``"image"`` or ``"pdf"`` for a detected media type; anything else has no pipeline."""
-    kind = _KIND_FOR_MEDIA_TYPE.get(media_type.split(";", 1)[0].strip().lower())
-    if kind is None:
-        raise ProcessingError("UNSUPPORTED_MEDIA_TYPE", internal=f"no pipeline for {media_type}")
-    return kind
-
 
 def run_pipeline_for(
     kind: str,
@@ -46,8 +30,8 @@ def run_pipeline_for(
     pdf_limits: PdfLimits | None = None,
 ) -> PipelineResult:
     """Run the pipeline for ``kind`` (``"image"`` or ``"pdf"``) with the given or default limits."""
-    if kind == "image":
+    if kind == IMAGE:
         return process_image(src, out_dir, image_limits or ImageLimits(), deadline)
-    if kind == "pdf":
+    if kind == PDF:
         return process_pdf(src, out_dir, pdf_limits or PdfLimits(), deadline)
     raise ProcessingError("UNSUPPORTED_MEDIA_TYPE", internal=f"no pipeline for kind {kind!r}")

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from tests import samples
-from workers.pipelines import kind_for_media_type, run_pipeline_for
+from upload_service.media import kind_of
+from workers.pipelines import run_pipeline_for
 from workers.pipelines.base import PipelineResult, ProcessingError
 from workers.pipelines.pdf import PdfLimits, process_pdf, strip_active_content
 
@@ -243,13 +244,12 @@ def test_passed_deadline_is_a_transient_timeout(run: Run) -> None:
     assert (caught.value.code, caught.value.permanent) == ("PROCESSING_TIMEOUT", False)
 
 
-def test_dispatch_by_media_type(tmp_path: Path) -> None:
+def test_dispatch_by_kind(tmp_path: Path) -> None:
     src = _write(tmp_path / "a.pdf", samples.pdf_bytes())
 
-    kind = kind_for_media_type("application/pdf")
-    result = run_pipeline_for(kind, src, tmp_path / "out", time.monotonic() + 60)
+    result = run_pipeline_for(kind_of("application/pdf"), src, tmp_path / "out", time.monotonic() + 60)
 
     assert result.info["pages"] == 1
     with pytest.raises(ProcessingError) as caught:
-        kind_for_media_type("image/svg+xml")
+        run_pipeline_for("svg", src, tmp_path / "out2", time.monotonic() + 60)
     assert caught.value.code == "UNSUPPORTED_MEDIA_TYPE"
