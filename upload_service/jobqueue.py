@@ -61,14 +61,17 @@ class JobQueue:
     def queue_names(self) -> list[str]:
         return [self.settings.image_queue, self.settings.pdf_queue]
 
-    def enqueue_processing(self, upload_id: str, kind: str, *, request_id: str | None = None) -> Job:
-        """Enqueue (or leave alone, if already live) the processing job of one upload."""
+    def enqueue_processing(self, upload_id: str, kind: str, *, request_id: str | None = None) -> tuple[Job, bool]:
+        """Enqueue the processing job of one upload, or leave a live one alone.
+
+        Returns the job and whether it was enqueued now.
+        """
         existing = self.live_job(upload_id)
         if existing is not None:
-            return existing
+            return existing, False
         policy = self.policy(kind)
         intervals = self.settings.retry_intervals_seconds
-        return self.queue(policy.queue).enqueue(
+        job = self.queue(policy.queue).enqueue(
             PROCESS_JOB,
             upload_id,
             request_id,
@@ -79,6 +82,7 @@ class JobQueue:
             failure_ttl=7 * 24 * 3600,
             description=f"process {kind} upload {upload_id}",
         )
+        return job, True
 
     def live_job(self, upload_id: str) -> Job | None:
         """The upload's job if it is queued, running or waiting for a retry."""
@@ -88,11 +92,10 @@ class JobQueue:
             return None
         return job if job.get_status(refresh=False) in _LIVE else None
 
-    def release_overdue_retry(self, upload_id: str, grace_seconds: int) -> bool:
+    def release_overdue_retry(self, job: Job, grace_seconds: int) -> bool:
         """Enqueue now a retry whose time passed ``grace_seconds`` ago without a scheduler
         moving it (a killed worker's scheduler holds its lock for a minute or two)."""
-        job = self.live_job(upload_id)
-        if job is None or job.get_status(refresh=False) != JobStatus.SCHEDULED or job.origin is None:
+        if job.get_status(refresh=False) != JobStatus.SCHEDULED or job.origin is None:
             return False
         registry = ScheduledJobRegistry(job.origin, connection=self.connection, serializer=SERIALIZER)
         try:

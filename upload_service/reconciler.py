@@ -50,10 +50,10 @@ def reconcile(settings: Settings, sessions: sessionmaker[Session], queue: JobQue
         queued = repository.uploads_in_status(session, UploadStatus.QUEUED, older_than=now - grace)
         processing = repository.uploads_in_status(session, UploadStatus.PROCESSING, older_than=now - grace)
     for upload in queued:
-        if queue.live_job(upload.id) is None:
-            queue.enqueue_processing(upload.id, kind_of(upload.detected_type), request_id=upload.request_id)
+        job, created = queue.enqueue_processing(upload.id, kind_of(upload.detected_type), request_id=upload.request_id)
+        if created:
             report.enqueued.append(upload.id)
-        elif queue.release_overdue_retry(upload.id, settings.queue.reconcile_grace_seconds):
+        elif queue.release_overdue_retry(job, settings.queue.reconcile_grace_seconds):
             report.released.append(upload.id)
     for upload in processing:
         kind = kind_of(upload.detected_type)

@@ -184,17 +184,14 @@ class UploadService:
 
     def get_upload(self, session: Session, principal: Principal, upload_id: str) -> Upload:
         principal.require(Scope.READ)
-        upload = repository.get_upload(session, principal.tenant, upload_id)
-        if upload is None:
-            raise ServiceError(ErrorCode.NOT_FOUND, "no such upload")
-        return upload
+        return self._find(session, principal, upload_id)
 
     def patch_upload(self, session: Session, principal: Principal, upload_id: str, changes: dict[str, Any]) -> Upload:
         """Only the fields present in ``changes`` change; a ``None`` value clears the field."""
         principal.require(Scope.UPLOAD)
         if not changes:
             raise ServiceError(ErrorCode.NO_FIELDS, "send at least one of filename, metadata, tags")
-        upload = self.get_upload_for_write(session, principal, upload_id)
+        upload = self._find(session, principal, upload_id)
         if "filename" in changes:
             upload.filename = sanitize_filename(changes["filename"], max_chars=self.settings.limits.max_filename_chars)
             if changes["filename"] is not None and upload.filename is None:
@@ -210,7 +207,7 @@ class UploadService:
     def delete_upload(self, session: Session, principal: Principal, upload_id: str) -> None:
         """Objects first (a failure keeps the row so the delete can be retried), then the row."""
         principal.require(Scope.UPLOAD)
-        upload = self.get_upload_for_write(session, principal, upload_id)
+        upload = self._find(session, principal, upload_id)
         prefix = keys.upload_prefix(upload.tenant, upload.id)
         try:
             self.store.delete_prefix(self.settings.storage.originals_bucket, prefix)
@@ -233,7 +230,8 @@ class UploadService:
         except StorageError as exc:
             raise unavailable("object storage", exc) from exc
 
-    def get_upload_for_write(self, session: Session, principal: Principal, upload_id: str) -> Upload:
+    def _find(self, session: Session, principal: Principal, upload_id: str) -> Upload:
+        """The caller's tenant's upload, or 404 (never 403: ids of other tenants don't leak)."""
         upload = repository.get_upload(session, principal.tenant, upload_id)
         if upload is None:
             raise ServiceError(ErrorCode.NOT_FOUND, "no such upload")
