@@ -27,7 +27,6 @@ class LimitSettings(BaseModel):
     max_body_bytes: int = Field(50 * MiB, gt=0, description="nginx cap on a whole request body")
     max_image_bytes: int = Field(20 * MiB, gt=0)
     max_pdf_bytes: int = Field(50 * MiB, gt=0)
-    chunk_bytes: int = Field(64 * 1024, ge=4096, le=4 * MiB)
     sniff_bytes: int = Field(2048, ge=16, le=64 * 1024)
     max_multipart_parts: int = Field(8, ge=1, le=1000)
     max_part_header_bytes: int = Field(8 * 1024, ge=256)

@@ -15,6 +15,7 @@ from tests.fixtures.app import Client, LiveServer
 from tests.integration.contract import assert_error
 
 MiB = 1024 * 1024
+OVERSHOOT_BYTES = 576 * 1024
 
 
 @pytest.fixture
@@ -66,7 +67,9 @@ def test_chunked_body_is_cut_off_at_the_limit(server: LiveServer, client: Client
     consumed = server.bytes_read() - before
     assert response is not None
     assert_error(response, 413, "FILE_TOO_LARGE")
-    assert consumed <= limit + server.settings.limits.chunk_bytes + 512 * 1024, consumed
+    # The last read (asyncio reads up to 256 KiB) and uvicorn's 64 KiB of buffered body may pass
+    # the limit; nothing more: far less than the 10 MB the client still had to send.
+    assert consumed <= limit + OVERSHOOT_BYTES, consumed
     assert consumed >= limit
     assert server.wait_for_empty_spool() == []
     assert client.upload_count() == 0

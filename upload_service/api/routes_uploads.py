@@ -83,11 +83,12 @@ async def create_upload(
         # The rest of a refused body may still be on its way: close the connection rather than
         # let the server drain it to keep the connection alive.
         error.headers.setdefault("Connection", "close")
-        _count(services, "rejected", error.code.value, _detected(error), started, body.count)
+        detected = _detected(error)
+        _count(services, "rejected", error.code.value, detected, started, body.count)
         if error.code is not ErrorCode.FORBIDDEN:  # a missing scope is an auth:failed event
             note(
                 request, AuditAction.UPLOAD_REJECTED, "failure",
-                declared_type=headers.content_type, detected_type=_detected(error) or None,
+                declared_type=headers.content_type, detected_type=detected or None,
                 size=body.count, error_code=error.code.value,
             )
         raise error from None
