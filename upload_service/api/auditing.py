@@ -34,6 +34,11 @@ def note(request: Request, action: AuditAction, outcome: str, **fields: Any) -> 
     _pending(request).append(event)
 
 
+def note_auth_failure(request: Request, code: str) -> None:
+    """A request refused before its caller was known, or for a missing scope."""
+    note(request, AuditAction.AUTH_FAILED, "failure", error_code=code, details={"path": request.url.path})
+
+
 def _pending(request: Request) -> list[AuditEvent]:
     events: list[AuditEvent] = request.scope.setdefault("state", {}).setdefault("audit_events", [])
     return events

@@ -10,8 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from upload_service.api.requestid import request_id_of
-from upload_service.api.auditing import note
-from upload_service.audit import AuditAction
+from upload_service.api.auditing import note_auth_failure
 from upload_service.auth import Principal, authenticate
 from upload_service.errors import ServiceError
 from upload_service.container import Services
@@ -53,10 +52,10 @@ def get_principal(request: Request, services: ServicesDep) -> Principal:
             principal = authenticate(session, request.headers.get("authorization"))
     except SQLAlchemyError as exc:
         error = unavailable("database", exc)
-        note(request, AuditAction.AUTH_FAILED, "failure", error_code=error.code.value, details={"path": request.url.path})
+        note_auth_failure(request, error.code.value)
         raise error from exc
     except ServiceError as exc:
-        note(request, AuditAction.AUTH_FAILED, "failure", error_code=exc.code.value, details={"path": request.url.path})
+        note_auth_failure(request, exc.code.value)
         raise
     request.scope.setdefault("state", {})["principal"] = principal
     return principal

@@ -11,8 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from upload_service.api.auditing import failure_events_task, note
-from upload_service.audit import AuditAction
+from upload_service.api.auditing import failure_events_task, note_auth_failure
 from upload_service.api.requestid import request_id_of
 from upload_service.errors import ErrorCode, ServiceError
 
@@ -45,7 +44,7 @@ async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
     level = logging.WARNING if exc.status >= 500 else logging.INFO
     log.log(level, "request failed: %s %s", exc.code.value, exc.internal or exc.message)
     if exc.code is ErrorCode.FORBIDDEN:
-        note(request, AuditAction.AUTH_FAILED, "failure", error_code=exc.code.value, details={"path": request.url.path})
+        note_auth_failure(request, exc.code.value)
     return error_response(request, exc.code, exc.message, details=exc.details, headers=exc.headers)
 
 
