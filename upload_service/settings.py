@@ -7,6 +7,7 @@ Validators refuse unsafe values so a bad deployment fails at start, not at the f
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -194,6 +195,27 @@ class NginxSettings(BaseModel):
     conn_per_client: int = Field(20, ge=1, description="limit_conn per client address")
     tls_certificate: Path | None = None
     tls_certificate_key: Path | None = None
+    #: Load balancers / ingress in front of nginx whose client-address header is believed
+    #: (nginx's ``set_real_ip_from``). Empty: the TCP peer is the client.
+    real_ip_from: list[str] = Field(default_factory=list)
+    #: The header those proxies put the client address in (``real_ip_header``).
+    real_ip_header: str = Field("X-Forwarded-For", pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
+
+    @field_validator("real_ip_from")
+    @classmethod
+    def _trusted_networks(cls, value: list[str]) -> list[str]:
+        """CIDRs (or single addresses), normalised; trusting every address would let any
+        client choose its own address (and so its rate-limit bucket and audit trail)."""
+        networks = []
+        for entry in value:
+            try:
+                network = ipaddress.ip_network(entry.strip(), strict=True)
+            except ValueError as exc:
+                raise ValueError(f"real_ip_from entry {entry!r} is not an address or CIDR: {exc}") from None
+            if network.prefixlen == 0:
+                raise ValueError(f"real_ip_from entry {entry!r} trusts every address")
+            networks.append(str(network))
+        return networks
 
     @model_validator(mode="after")
     def _tls_pair(self) -> NginxSettings:
