@@ -128,7 +128,6 @@ def test_json_round_trip() -> None:
         {"request_id": ""},
         {"details": {"x": object()}},
         {"details": {"x": float("nan")}},
-        {"details": {"blob": "x" * 5000}},
         {"details": ["not", "an", "object"]},
     ],
 )

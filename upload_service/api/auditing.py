@@ -20,18 +20,46 @@ log = logging.getLogger("upload_service.audit.events")
 
 
 def note(request: Request, action: AuditAction, outcome: str, **fields: Any) -> None:
-    """Queue an event of this request; who and from where are filled in from the request."""
-    principal = request.scope.get("state", {}).get("principal")
-    fields.setdefault("tenant", principal.tenant if principal is not None else None)
-    fields.setdefault("key_id", principal.key_id if principal is not None else None)
-    event = AuditEvent(
-        action=action,
-        outcome=outcome,
-        client_addr=request.client.host if request.client else None,
-        request_id=request_id_of(request.scope),
-        **fields,
-    )
+    """Queue an event of this request; who and from where are filled in from the request.
+
+    Never raises: recording a decision must not change it. ``AuditEvent`` clamps what a client
+    can make long (paths, types, addresses); an event that still can't be built (a bug) is
+    logged and recorded in a minimal form that names the failure, so nothing is dropped.
+    """
+    try:
+        principal = request.scope.get("state", {}).get("principal")
+        fields.setdefault("tenant", principal.tenant if principal is not None else None)
+        fields.setdefault("key_id", principal.key_id if principal is not None else None)
+        event = AuditEvent(
+            action=action,
+            outcome=outcome,
+            client_addr=request.client.host if request.client else None,
+            request_id=request_id_of(request.scope),
+            **fields,
+        )
+    except Exception as exc:  # noqa: BLE001 - the request goes on; the event in its minimal form
+        log.error("audit event %s could not be built: %s", getattr(action, "value", action), exc, exc_info=True)
+        event = _minimal_event(request, action, outcome, fields, exc)
+        if event is None:
+            return
     _pending(request).append(event)
+
+
+def _minimal_event(
+    request: Request, action: AuditAction, outcome: str, fields: dict[str, Any], exc: Exception
+) -> AuditEvent | None:
+    """The event without the fields that broke it: only what our own code vouches for."""
+    try:
+        return AuditEvent(
+            action=action,
+            outcome=outcome if outcome in ("success", "failure") else "failure",
+            request_id=request_id_of(request.scope) or None,
+            error_code=fields.get("error_code"),
+            details={"audit_error": type(exc).__name__},
+        )
+    except Exception:  # noqa: BLE001 - the log line above is all that is left
+        log.exception("audit event %s dropped", getattr(action, "value", action))
+        return None
 
 
 def note_auth_failure(request: Request, code: str) -> None:

@@ -32,15 +32,23 @@ class AuditAction(str, Enum):
 
 
 OUTCOMES = frozenset({"success", "failure"})
-#: Serialized ``details`` above this are refused: details name fields, they don't carry payloads.
+#: Serialized ``details`` are clamped to this: details name fields, they don't carry payloads.
 MAX_DETAILS_BYTES = 4096
 #: Free text that may come from a hostile client (a declared Content-Type) is clamped to this,
 #: so an audit write can never fail on an over-long value.
 MAX_TEXT_CHARS = 255
+#: One string inside ``details`` (a request path, an artifact name) is clamped to this.
+MAX_DETAIL_TEXT_CHARS = 1024
+#: The ``details`` key listing the fields that were clamped (``"details.path"``, ``"declared_type"``).
+TRUNCATED_KEY = "truncated"
 
 _EVENT_ID = re.compile(r"^[0-9a-f]{32}$")
-#: Identifiers our own code produces: a malformed one is a bug, refused loudly.
+#: Identifiers our own code produces: a wrong type or an empty one is a bug, refused loudly; an
+#: over-long one is clamped like any text (a request must never fail on its audit event) —
+#: except the tenant, which names the hash chain: a clamped tenant would file the event in
+#: another tenant's chain, so it is refused (``api.auditing.note`` then records it tenant-less).
 _ID_LIMITS = {"tenant": 63, "key_id": 64, "upload_id": 64, "request_id": 128, "sha256": 64}
+_STRICT_IDS = frozenset({"tenant"})
 _CLAMPED = ("client_addr", "declared_type", "detected_type", "error_code")
 
 
@@ -90,18 +98,30 @@ class AuditEvent:
         if not isinstance(self.occurred_at, datetime) or self.occurred_at.tzinfo is None:
             raise ValueError("occurred_at must be a timezone-aware datetime")
         set_(self, "occurred_at", self.occurred_at.astimezone(timezone.utc))
+        truncated: list[str] = []
         for name, limit in _ID_LIMITS.items():
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not 0 < len(value) <= limit or "\x00" in value):
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value or "\x00" in value:
                 raise ValueError(f"{name} must be a non-empty string of at most {limit} characters")
+            if len(value) > limit:
+                if name in _STRICT_IDS:
+                    raise ValueError(f"{name} must be a non-empty string of at most {limit} characters")
+                set_(self, name, value[:limit])
+                truncated.append(name)
         for name in _CLAMPED:
             value = getattr(self, name)
             if value is not None:
-                set_(self, name, str(value).replace("\x00", "\ufffd")[:MAX_TEXT_CHARS])
+                text = str(value).replace("\x00", "\ufffd")
+                if len(text) > MAX_TEXT_CHARS:
+                    text = text[:MAX_TEXT_CHARS]
+                    truncated.append(name)
+                set_(self, name, text)
         if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0):
             raise ValueError("size must be a non-negative integer")
-        if self.details is not None:
-            set_(self, "details", _clean_details(self.details))
+        if self.details is not None or truncated:
+            set_(self, "details", _clean_details(self.details or {}, truncated))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types: the action's tag, the timestamp in the one fixed format."""
@@ -147,15 +167,42 @@ class StoredEvent:
         return {**self.event.to_dict(), "id": self.id, "seq": self.seq, "prev_hash": self.prev_hash, "hash": self.hash}
 
 
-def _clean_details(details: dict[str, Any]) -> dict[str, Any]:
-    """A JSON round trip: a private copy, in exactly the shape the DB's JSON column returns."""
+def _clean_details(details: dict[str, Any], truncated: list[str]) -> dict[str, Any]:
+    """A JSON round trip — a private copy, in exactly the shape the DB's JSON column returns —
+    clamped to its caps: each string to ``MAX_DETAIL_TEXT_CHARS``, the whole to
+    ``MAX_DETAILS_BYTES`` (else only the truncation mark and the original size are kept).
+    What was clamped is listed under ``TRUNCATED_KEY``; clamping twice changes nothing."""
     if not isinstance(details, dict):
         raise ValueError("details must be a JSON object")
     try:
         text = json.dumps(details, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"details must be plain JSON: {exc}") from None
-    if len(text.encode()) > MAX_DETAILS_BYTES:
-        raise ValueError(f"details must serialize to at most {MAX_DETAILS_BYTES} bytes")
     cleaned: dict[str, Any] = json.loads(text)
+    marks = [str(m) for m in cleaned.pop(TRUNCATED_KEY, None) or [] if isinstance(m, str)]
+    marks += truncated
+    cleaned = {key: _clamp_value(value, f"details.{key}", marks) for key, value in cleaned.items()}
+    if marks:
+        cleaned[TRUNCATED_KEY] = sorted(set(marks))
+    size = len(json.dumps(cleaned, sort_keys=True, separators=(",", ":")).encode())
+    if size > MAX_DETAILS_BYTES:
+        kept = sorted({m for m in marks if not m.startswith("details.")} | {"details"})
+        cleaned = {TRUNCATED_KEY: kept, "details_bytes": size}
     return cleaned
+
+
+def _clamp_value(value: Any, where: str, marks: list[str]) -> Any:
+    """Strings at any depth cut to ``MAX_DETAIL_TEXT_CHARS``, marked by their top-level key
+    (iterative: a deep value cannot hit the recursion limit)."""
+    root: list[Any] = [value]
+    stack: list[Any] = [root]
+    while stack:
+        container = stack.pop()
+        pairs = list(container.items() if isinstance(container, dict) else enumerate(container))
+        for index, item in pairs:
+            if isinstance(item, str) and len(item) > MAX_DETAIL_TEXT_CHARS:
+                container[index] = item[:MAX_DETAIL_TEXT_CHARS]
+                marks.append(where)
+            elif isinstance(item, dict | list):
+                stack.append(item)
+    return root[0]
