@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from upload_service.api import routes_audit, routes_health, routes_metrics, routes_uploads
 from upload_service.api.errors import install_error_handlers
+from upload_service.api.httpmetrics import HttpMetricsMiddleware
 from upload_service.api.requestid import RequestIdMiddleware
 from upload_service.container import build_services
 from upload_service.ingest.spool import remove_stale_parts
@@ -40,6 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_audit.router)
     app.include_router(routes_health.router)
     app.include_router(routes_metrics.router)
+    app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 

@@ -9,7 +9,8 @@ queue depth and oldest job age per queue, at scrape time. One scrape target show
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -25,6 +26,27 @@ INGEST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _JOBS_KEY = "upload:metrics:jobs"  # field "<kind>|<outcome>|<code>" → count
 _DURATION_KEY = "upload:metrics:job_seconds:{kind}"  # fields: bucket bounds, "sum", "count"
+#: ``type`` label values besides the allowed types: detected but not allowed, and not detected.
+OTHER_TYPE = "other"
+UNKNOWN_TYPE = "unknown"
+
+
+def type_label(media_type: str | None, allowed_types: Collection[str]) -> str:
+    """A bounded ``type`` label: an allowed type, ``other`` or ``unknown`` (nothing detected).
+
+    The detected type of a refused upload is whatever libmagic says about the client's bytes;
+    used as a label as is, any client could mint new time series at will."""
+    if not media_type:
+        return UNKNOWN_TYPE
+    return media_type if media_type in allowed_types else OTHER_TYPE
+
+
+def service_version() -> str:
+    """The installed package's version (``0+unknown`` when run from an uninstalled tree)."""
+    try:
+        return metadata.version("upload-service")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 class ApiMetrics:
@@ -52,6 +74,14 @@ class ApiMetrics:
             "upload_audit_journal_backlog", "Audit events in the local journal waiting for the DB",
             registry=self.registry,
         )
+        self.http_requests = Counter(
+            "upload_http_requests", "HTTP requests by method, route template and status",
+            ["method", "route", "status"], registry=self.registry,
+        )
+        self.build_info = Gauge(
+            "upload_build_info", "Always 1; the running version in a label", ["version"], registry=self.registry
+        )
+        self.build_info.labels(version=service_version()).set(1)
 
     def watch_journal(self, backlog: Callable[[], int]) -> None:
         self.audit_backlog.set_function(backlog)

@@ -20,6 +20,7 @@ from upload_service.audit import AuditAction
 from upload_service.container import Services
 from upload_service.errors import ErrorCode, ServiceError
 from upload_service.ingest.body import BodyHeaders
+from upload_service.metrics import type_label
 from upload_service.service import UploadRequest
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
@@ -124,7 +125,7 @@ def _detected(error: ServiceError) -> str:
 
 def _count(services: Services, outcome: str, code: str, media_type: str, started: float, received: int) -> None:
     metrics = services.metrics
-    metrics.uploads.labels(outcome=outcome, code=code, type=media_type or "unknown").inc()
+    metrics.uploads.labels(outcome=outcome, code=code, type=type_label(media_type, services.settings.limits.allowed_types)).inc()
     metrics.received_bytes.inc(received)
     metrics.ingest_seconds.labels(outcome=outcome).observe(time.perf_counter() - started)
 
