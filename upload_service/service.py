@@ -205,9 +205,18 @@ class UploadService:
         return upload
 
     def delete_upload(self, session: Session, principal: Principal, upload_id: str) -> None:
-        """Objects first (a failure keeps the row so the delete can be retried), then the row."""
+        """Mark the row ``deleting`` and commit, then remove the objects, then the row.
+
+        The committed mark is what a job still running checks before and after it stores
+        artifacts and when it commits ``done``: it then removes its own prefix, so whatever the
+        interleaving nothing is left. A failure after the mark answers 503 and keeps the row
+        (reads answer 404); the next DELETE, or the reconciler, finishes the job.
+        """
         principal.require(Scope.UPLOAD)
-        upload = self._find(session, principal, upload_id)
+        upload = self._find(session, principal, upload_id, include_deleting=True)
+        if upload.status != UploadStatus.DELETING:
+            repository.mark_deleting(session, upload.id)
+            session.commit()
         prefix = keys.upload_prefix(upload.tenant, upload.id)
         try:
             self.store.delete_prefix(self.settings.storage.originals_bucket, prefix)
@@ -230,9 +239,11 @@ class UploadService:
         except StorageError as exc:
             raise unavailable("object storage", exc) from exc
 
-    def _find(self, session: Session, principal: Principal, upload_id: str) -> Upload:
-        """The caller's tenant's upload, or 404 (never 403: ids of other tenants don't leak)."""
-        upload = repository.get_upload(session, principal.tenant, upload_id)
+    def _find(self, session: Session, principal: Principal, upload_id: str, *, include_deleting: bool = False) -> Upload:
+        """The caller's tenant's upload, or 404 (never 403: ids of other tenants don't leak).
+
+        An upload being deleted is 404 too, except to DELETE itself (which finishes it)."""
+        upload = repository.get_upload(session, principal.tenant, upload_id, include_deleting=include_deleting)
         if upload is None:
             raise ServiceError(ErrorCode.NOT_FOUND, "no such upload")
         return upload

@@ -1,7 +1,13 @@
-"""The processing job: load → pipeline → store → status. Thin; the work is in the pipelines.
+"""The processing job: claim → load → pipeline → store → status. Thin; the work is in the pipelines.
 
 Safe to run twice: artifacts go to fixed keys, the manifest is rebuilt from the same inputs, and
-the DB's artifact rows are replaced, never appended. Failure semantics:
+the DB's artifact rows are replaced, never appended.
+
+Every status change and its audit event commit in one transaction (``AuditWriter.record_in``):
+``processing:started`` with the claim, ``processing:done`` with ``done`` and the artifact rows,
+``processing:failed`` with ``failed``. A work-horse killed at any point leaves either both or
+neither, so the retry never finds a terminal upload without its terminal event (and if it does,
+e.g. rows from before this rule, it writes the missing one, once). Failure semantics:
 
 - permanent (corrupt file, bomb, encrypted PDF): status ``failed`` with the pipeline's code, once;
 - transient (S3, DB or Redis unreachable): status back to ``queued`` and the exception re-raised
@@ -9,7 +15,13 @@ the DB's artifact rows are replaced, never appended. Failure semantics:
   ``PROCESSING_UNAVAILABLE`` rather than waiting for ever;
 - a worker killed mid-job leaves the upload ``processing``; the next run of the job (RQ's retry
   of an abandoned job, or the reconciler) counts that as a crash, and after
-  ``queue.max_crashes`` crashes the upload ends ``failed`` with ``PROCESSING_CRASHED``.
+  ``queue.max_crashes`` crashes the upload ends ``failed`` with ``PROCESSING_CRASHED``;
+- deleted meanwhile: a DELETE first commits the status ``deleting``. The job re-reads the status
+  before it stores artifacts and after (before the manifest), and moves to ``done``/``failed``
+  only from ``processing``; whenever it finds the upload ``deleting`` or gone it removes its
+  artifacts prefix and stops (outcome ``skipped``), so no interleaving leaves an object behind.
+  A run that finds the row already gone finds the tenant (the prefix) in the
+  ``processing:started`` event its predecessor committed with the claim.
 """
 
 from __future__ import annotations
@@ -18,11 +30,13 @@ import hashlib
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from redis.exceptions import RedisError
 from rq import get_current_job
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from upload_service.audit import AuditAction, AuditEvent
 from upload_service.db import repository
@@ -33,7 +47,7 @@ from upload_service.media import kind_of
 from upload_service.logs import current_request_id
 from upload_service.metrics import record_job
 from upload_service.storage import keys
-from workers import context
+from workers import context, failpoints
 from workers.manifest import MANIFEST_NAME, StoredArtifact, build_manifest
 from workers.pipelines import ProcessingError, run_pipeline_for
 from workers.pipelines.base import ArtifactFile
@@ -42,10 +56,32 @@ log = logging.getLogger("workers.jobs")
 
 DEADLINE_MARGIN_SECONDS = 3.0
 CRASHED = "PROCESSING_CRASHED"
+#: The metrics code of a run that stopped because its upload was deleted.
+DELETED = "UPLOAD_DELETED"
+_TERMINAL_ACTIONS = (AuditAction.PROCESSING_DONE.value, AuditAction.PROCESSING_FAILED.value)
+_CLAIM_ATTEMPTS = 3
 
 
 class TransientError(Exception):
     """A dependency failed; the job should run again later."""
+
+
+class UploadGone(Exception):
+    """The upload was deleted, or is being deleted, while the job ran."""
+
+
+class _LostRace(Exception):
+    """The upload's status changed between the claim's read and its update: roll back, re-read."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What ``_begin`` found: the upload to process (None: nothing to do), whether it just
+    failed for crashing too often, and the tenant of an upload deleted meanwhile (to clean)."""
+
+    upload: Upload | None
+    crashed: bool = False
+    deleted_tenant: str | None = None
 
 
 def process_upload(upload_id: str, request_id: str | None = None) -> str:
@@ -60,26 +96,25 @@ def process_upload(upload_id: str, request_id: str | None = None) -> str:
 def _process(upload_id: str) -> str:
     extra = {"upload_id": upload_id}
     try:
-        upload, crashed = _begin(upload_id)
+        claim = _begin(upload_id)
     except SQLAlchemyError as exc:
         raise TransientError("database unavailable") from exc
+    upload = claim.upload
     if upload is None:
+        if claim.deleted_tenant is not None:
+            _forget_artifacts(claim.deleted_tenant, upload_id)
+            log.info("upload deleted before processing; its artifacts prefix is removed", extra=extra)
         return "skipped"
-    if crashed:
-        _audit(upload, AuditAction.PROCESSING_FAILED, "failure", error_code=CRASHED)
+    if claim.crashed:
         _record_metrics(upload, "failed", CRASHED, 0.0)
         return "failed"
     extra["tenant"] = upload.tenant
     log.info("processing started", extra=extra)
-    _audit(upload, AuditAction.PROCESSING_STARTED, "success")
     started = time.monotonic()
     outcome, code = _attempt(upload, extra)
     _record_metrics(upload, outcome, code, time.monotonic() - started)
     if outcome == "done":
-        _audit(upload, AuditAction.PROCESSING_DONE, "success")
         log.info("processing done in %.3f s", time.monotonic() - started, extra=extra)
-    elif outcome == "failed":
-        _audit(upload, AuditAction.PROCESSING_FAILED, "failure", error_code=code)
     elif outcome == "retry":
         raise TransientError(f"transient failure: {code}")
     return outcome
@@ -88,47 +123,97 @@ def _process(upload_id: str) -> str:
 def _attempt(upload: Upload, extra: dict[str, str]) -> tuple[str, str]:
     """One run of the pipeline and the stores: ``(outcome, error code)``, outcome one of
     ``done``, ``failed``, ``retry`` (RQ runs it again later) or ``skipped``."""
-    ctx = context.current()
     try:
         stored = _run(upload)
+    except UploadGone:
+        return _abandon(upload, extra)
     except ProcessingError as exc:
         if exc.permanent:
-            _finish_failed(upload.id, exc.code, exc.message)
             log.warning("processing failed: %s (%s)", exc.code, exc.internal or exc.message, extra=extra)
-            return "failed", exc.code
-        return _retry_or_fail(upload.id, exc, extra)
+            return _finish_failed(upload, exc.code, exc.message, extra)
+        return _retry_or_fail(upload, exc, extra)
     except ObjectNotFound:
-        _finish_failed(upload.id, "ORIGINAL_MISSING", "The stored original of this upload is gone.")
         log.error("original missing from the object store", extra=extra)
-        return "failed", "ORIGINAL_MISSING"
+        return _finish_failed(upload, "ORIGINAL_MISSING", "The stored original of this upload is gone.", extra)
     except (StorageError, SQLAlchemyError, OSError, TransientError) as exc:
-        return _retry_or_fail(upload.id, exc, extra)
+        return _retry_or_fail(upload, exc, extra)
+    return _finish_done(upload, stored, extra)
+
+
+def _finish_done(upload: Upload, stored: list[Artifact], extra: dict[str, str]) -> tuple[str, str]:
+    """``done``, the artifact rows and ``processing:done`` in one transaction, only from
+    ``processing`` (a DELETE's committed mark makes this a no-op and the job cleans up)."""
+    ctx = context.current()
     try:
         with session_scope(ctx.sessions) as session:
-            if repository.get_upload_any_tenant(session, upload.id) is None:
-                _forget_artifacts(upload)  # deleted while we worked
-                return "skipped", ""
+            if not repository.set_status(session, upload.id, UploadStatus.DONE, only_from=[UploadStatus.PROCESSING]):
+                raise UploadGone
             repository.replace_artifacts(session, upload.id, stored)
-            repository.set_status(session, upload.id, UploadStatus.DONE)
+            ctx.audit.record_in(session, _event(upload, AuditAction.PROCESSING_DONE, "success"))
+    except UploadGone:
+        return _abandon(upload, extra)
     except SQLAlchemyError as exc:
-        return _retry_or_fail(upload.id, exc, extra)
+        return _retry_or_fail(upload, exc, extra)
+    failpoints.reached("finished", upload.id)
     return "done", ""
 
 
-def _audit(upload: Upload, action: AuditAction, outcome: str, *, error_code: str | None = None) -> None:
-    context.current().audit.record(
-        AuditEvent(
-            action=action,
-            outcome=outcome,
-            tenant=upload.tenant,
-            request_id=current_request_id.get(),
-            upload_id=upload.id,
-            sha256=upload.sha256,
-            declared_type=upload.declared_type,
-            detected_type=upload.detected_type,
-            size=upload.size,
-            error_code=error_code,
-        )
+def _finish_failed(upload: Upload, code: str, message: str, extra: dict[str, str]) -> tuple[str, str]:
+    """``failed`` and ``processing:failed`` in one transaction, only from ``processing``."""
+    ctx = context.current()
+    try:
+        with session_scope(ctx.sessions) as session:
+            moved = repository.set_status(
+                session, upload.id, UploadStatus.FAILED, error_code=code, error_message=message,
+                only_from=[UploadStatus.PROCESSING],
+            )
+            if not moved:
+                raise UploadGone
+            ctx.audit.record_in(session, _event(upload, AuditAction.PROCESSING_FAILED, "failure", error_code=code))
+    except UploadGone:
+        return _abandon(upload, extra)
+    except SQLAlchemyError as exc:
+        return _retry_or_fail(upload, exc, extra)
+    failpoints.reached("finished", upload.id)
+    return "failed", code
+
+
+def _abandon(upload: Upload, extra: dict[str, str]) -> tuple[str, str]:
+    """The upload left ``processing`` under us. Deleted (or being deleted): remove whatever this
+    run stored and stop. Anything else (another run took it over): stop, touching nothing."""
+    ctx = context.current()
+    try:
+        with ctx.sessions() as session:
+            status = repository.upload_status(session, upload.id)
+    except SQLAlchemyError as exc:
+        log.warning("could not re-read the status of upload %s: %r", upload.id, exc, extra=extra)
+        return "retry", type(exc).__name__
+    if status is not None and status != UploadStatus.DELETING:
+        log.warning("upload moved to %s while this run worked; leaving it to that run", status, extra=extra)
+        return "skipped", ""
+    try:
+        _forget_artifacts(upload.tenant, upload.id)
+    except TransientError:
+        return "retry", "StorageError"
+    log.info("upload deleted while processing; its artifacts prefix is removed", extra=extra)
+    return "skipped", DELETED
+
+
+def _event(
+    upload: Upload, action: AuditAction, outcome: str, *, error_code: str | None = None, details: dict[str, bool] | None = None
+) -> AuditEvent:
+    return AuditEvent(
+        action=action,
+        outcome=outcome,
+        tenant=upload.tenant,
+        request_id=current_request_id.get(),
+        upload_id=upload.id,
+        sha256=upload.sha256,
+        declared_type=upload.declared_type,
+        detected_type=upload.detected_type,
+        size=upload.size,
+        error_code=error_code,
+        details=details,
     )
 
 
@@ -139,38 +224,75 @@ def _record_metrics(upload: Upload, outcome: str, code: str, seconds: float) -> 
         log.warning("could not record job metrics", exc_info=True)
 
 
-def _begin(upload_id: str) -> tuple[Upload | None, bool]:
-    """Claim the upload for this run; count a crash if the previous run never finished.
+def _begin(upload_id: str) -> Claim:
+    """Claim the upload for this run (``processing`` and ``processing:started`` committed
+    together); count a crash if the previous run never finished."""
+    for _ in range(_CLAIM_ATTEMPTS):
+        try:
+            claim = _try_claim(upload_id)
+        except _LostRace:
+            continue
+        if claim.upload is not None and not claim.crashed:
+            failpoints.reached("claimed", upload_id)
+        return claim
+    raise TransientError("the upload's status kept changing while this run claimed it")
 
-    Returns the upload (None: nothing to do) and whether it just failed for crashing too often.
-    """
+
+def _try_claim(upload_id: str) -> Claim:
     ctx = context.current()
     with session_scope(ctx.sessions) as session:
         upload = repository.get_upload_any_tenant(session, upload_id)
-        if upload is None or upload.status in (UploadStatus.DONE, UploadStatus.FAILED):
-            return None, False
+        if upload is None:
+            return Claim(None, deleted_tenant=repository.claimed_tenant(session, upload_id))
+        if upload.status == UploadStatus.DELETING:
+            return Claim(None, deleted_tenant=upload.tenant)
+        if upload.status in (UploadStatus.DONE, UploadStatus.FAILED):
+            _record_missing_terminal_event(session, upload)
+            return Claim(None)
         if upload.status == UploadStatus.PROCESSING:
             crashes = repository.count_attempt(session, upload_id)
             log.warning("previous run of upload %s did not finish (%d so far)", upload_id, crashes)
             if crashes >= ctx.settings.queue.max_crashes:
-                repository.set_status(
+                moved = repository.set_status(
                     session,
                     upload_id,
                     UploadStatus.FAILED,
                     error_code=CRASHED,
                     error_message="Processing this file repeatedly crashed or timed out the worker.",
+                    only_from=[UploadStatus.PROCESSING],
                 )
-                session.flush()
-                session.expunge(upload)
-                return upload, True
-        repository.set_status(session, upload_id, UploadStatus.PROCESSING)
-        session.flush()
-        session.expunge(upload)
-        return upload, False
+                if not moved:
+                    raise _LostRace
+                ctx.audit.record_in(session, _event(upload, AuditAction.PROCESSING_FAILED, "failure", error_code=CRASHED))
+                return Claim(upload, crashed=True)
+        claimable = [UploadStatus.QUEUED, UploadStatus.PROCESSING]
+        if not repository.set_status(session, upload_id, UploadStatus.PROCESSING, only_from=claimable):
+            raise _LostRace
+        ctx.audit.record_in(session, _event(upload, AuditAction.PROCESSING_STARTED, "success"))
+        return Claim(upload)
+
+
+def _record_missing_terminal_event(session: Session, upload: Upload) -> None:
+    """Backstop for terminal rows without their terminal event (written before status and
+    event shared a transaction): write it now, unless one exists (checked under the lock)."""
+    if upload.status == UploadStatus.DONE:
+        event = _event(upload, AuditAction.PROCESSING_DONE, "success", details={"recorded_late": True})
+    else:
+        event = _event(
+            upload, AuditAction.PROCESSING_FAILED, "failure", error_code=upload.error_code, details={"recorded_late": True}
+        )
+    recorded = repository.upload_events(upload.id, _TERMINAL_ACTIONS)
+    if session.execute(recorded.limit(1)).first() is not None:
+        return  # the usual case, without taking the chain's lock
+    if context.current().audit.record_in(session, event, unless=recorded):
+        log.warning("upload %s was %s without its terminal audit event; recorded it now", upload.id, upload.status)
 
 
 def _run(upload: Upload) -> list[Artifact]:
-    """Fetch the original, run the pipeline, store artifacts, then the manifest (last)."""
+    """Fetch the original, run the pipeline, store artifacts, then the manifest (last).
+
+    Raises ``UploadGone`` if the upload is being deleted before or after the artifacts are
+    stored (the caller removes them)."""
     ctx = context.current()
     kind = kind_of(upload.detected_type)
     timeout = ctx.queue.policy(kind).timeout_seconds
@@ -182,10 +304,15 @@ def _run(upload: Upload) -> list[Artifact]:
         ctx.store.download_file(ctx.settings.storage.originals_bucket, upload.original_key, source)
         if _sha256_of(source) != upload.sha256:
             raise TransientError("the stored original does not match its checksum")
+        failpoints.reached("before_pipeline", upload.id)
         result = run_pipeline_for(
             kind, source, out_dir, deadline, image_limits=ctx.image_limits, pdf_limits=ctx.pdf_limits
         )
+        _check_not_deleted(upload)
+        failpoints.reached("before_store", upload.id)
         stored = [_store(upload, artifact) for artifact in result.artifacts]
+        failpoints.reached("artifacts_stored", upload.id)
+        _check_not_deleted(upload)  # a DELETE that came while we stored: no manifest after its mark
         manifest = build_manifest(
             upload_id=upload.id,
             tenant=upload.tenant,
@@ -196,6 +323,7 @@ def _run(upload: Upload) -> list[Artifact]:
             created_at=upload.created_at,
         )
         stored.append(_store_bytes(upload, MANIFEST_NAME, manifest, "application/json"))
+        failpoints.reached("manifest_stored", upload.id)
     return [
         Artifact(upload_id=upload.id, name=s.name, key=s.key, size=s.size, content_type=s.type, sha256=s.sha256)
         for s in stored
@@ -220,41 +348,61 @@ def _store_bytes(upload: Upload, name: str, data: bytes, content_type: str) -> S
     return StoredArtifact(name, key, len(data), content_type, digest)
 
 
-def _retry_or_fail(upload_id: str, exc: BaseException, extra: dict[str, str]) -> tuple[str, str]:
-    """Hand a transient failure back to RQ for a retry, or fail the upload when none are left."""
+def _retry_or_fail(upload: Upload, exc: BaseException, extra: dict[str, str]) -> tuple[str, str]:
+    """Hand a transient failure back to RQ for a retry, or fail the upload when none are left
+    (``failed`` and ``processing:failed`` in one transaction)."""
     job = get_current_job()
     retries_left = job.retries_left if job is not None and job.retries_left is not None else 0
     ctx = context.current()
+    log.warning("transient failure (%d retries left): %r", retries_left, exc, extra=extra)
     try:
         with session_scope(ctx.sessions) as session:
             if retries_left > 0:
-                repository.set_status(session, upload_id, UploadStatus.QUEUED, only_from=[UploadStatus.PROCESSING])
+                moved = repository.set_status(
+                    session, upload.id, UploadStatus.QUEUED, only_from=[UploadStatus.PROCESSING]
+                )
             else:
-                repository.set_status(
+                moved = repository.set_status(
                     session,
-                    upload_id,
+                    upload.id,
                     UploadStatus.FAILED,
                     error_code="PROCESSING_UNAVAILABLE",
                     error_message="A dependency stayed unavailable while processing; upload again later.",
                     only_from=[UploadStatus.PROCESSING],
                 )
+                if moved:
+                    ctx.audit.record_in(
+                        session,
+                        _event(upload, AuditAction.PROCESSING_FAILED, "failure", error_code="PROCESSING_UNAVAILABLE"),
+                    )
     except SQLAlchemyError:
-        log.warning("could not record the transient failure of upload %s", upload_id, exc_info=True)
-    log.warning("transient failure (%d retries left): %r", retries_left, exc, extra=extra)
+        # Nothing changed, event included: the upload stays ``processing`` and the reconciler
+        # revives it after its timeout (counted as a crash).
+        log.warning("could not record the transient failure of upload %s", upload.id, exc_info=True)
+        return ("retry", type(exc).__name__) if retries_left > 0 else ("failed", "PROCESSING_UNAVAILABLE")
+    if not moved:
+        return _abandon(upload, extra)
     if retries_left > 0:
         return "retry", type(exc).__name__
+    failpoints.reached("finished", upload.id)
     return "failed", "PROCESSING_UNAVAILABLE"
 
 
-def _finish_failed(upload_id: str, code: str, message: str) -> None:
-    ctx = context.current()
-    with session_scope(ctx.sessions) as session:
-        repository.set_status(session, upload_id, UploadStatus.FAILED, error_code=code, error_message=message)
+def _check_not_deleted(upload: Upload) -> None:
+    """Raise ``UploadGone`` if a DELETE has marked (or removed) the upload."""
+    with context.current().sessions() as session:
+        status = repository.upload_status(session, upload.id)
+    if status is None or status == UploadStatus.DELETING:
+        raise UploadGone
 
 
-def _forget_artifacts(upload: Upload) -> None:
+def _forget_artifacts(tenant: str, upload_id: str) -> None:
+    """Remove this upload's artifacts prefix (a DELETE removes the originals)."""
     ctx = context.current()
-    ctx.store.delete_prefix(ctx.settings.storage.artifacts_bucket, keys.upload_prefix(upload.tenant, upload.id))
+    try:
+        ctx.store.delete_prefix(ctx.settings.storage.artifacts_bucket, keys.upload_prefix(tenant, upload_id))
+    except StorageError as exc:
+        raise TransientError("could not remove the artifacts of a deleted upload") from exc
 
 
 def _sha256_of(path: Path) -> str:

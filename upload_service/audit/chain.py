@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import exists, select, union, update
+from sqlalchemy import Select, exists, select, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -76,11 +76,21 @@ def append_event(session: Session, event: AuditEvent) -> bool:
 
     The head row is locked before the duplicate check, so concurrent writers of one tenant (and
     a replay racing a live write of the same event) are serialized and each ``event_id`` lands
-    once. The caller commits.
+    once. The caller commits; the event commits or rolls back with whatever else the caller
+    wrote in that transaction, and the head stays locked until then.
     """
+    return append_event_unless(session, event)
+
+
+def append_event_unless(session: Session, event: AuditEvent, *, already: Select[Any] | None = None) -> bool:
+    """``append_event``, skipped if the ``already`` query (checked under the chain head lock, so
+    two writers can't both find it empty) returns a row: e.g. "this upload already has a
+    terminal event". False if skipped or already stored."""
     chain = chain_name(event.tenant)
     head = _lock_head(session, chain)
     if session.scalar(select(exists().where(AuditEventRow.event_id == event.event_id))):
+        return False
+    if already is not None and session.execute(already.limit(1)).first() is not None:
         return False
     fields = event.to_dict()
     seq = head.seq + 1

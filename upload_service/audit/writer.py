@@ -4,7 +4,8 @@
 retried with backoff, then the event goes to the fsync'd journal, and every such failure is
 counted (``failed_writes``, ``on_write_failure``) and logged. ``replay_journal`` moves journaled
 events into the DB later, each exactly once (the ``event_id`` is checked under the chain lock
-and is unique in the table).
+and is unique in the table). ``record_in`` appends an event inside a caller's transaction instead,
+so that a state change and its event commit together (the workers' status changes).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import exists, select, text
+from sqlalchemy import Select, exists, select, text
 from sqlalchemy.exc import (
     IntegrityError,
     InterfaceError,
@@ -25,7 +27,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from upload_service.audit.chain import append_event
+from upload_service.audit.chain import append_event, append_event_unless
 from upload_service.audit.events import AuditEvent
 from upload_service.audit.journal import Journal
 from upload_service.db.audit_models import AuditEventRow
@@ -94,6 +96,25 @@ class AuditWriter:
                 event.event_id, _describe(exc), event.to_json(),
             )
             _call(self._on_journal_failure, event)
+
+    def record_in(self, session: Session, event: AuditEvent, *, unless: Select[Any] | None = None) -> bool:
+        """Append ``event`` inside the caller's open transaction, with the change it records.
+
+        A status change and its event then commit together or not at all: a process killed
+        between the two can lose neither alone. The tenant's chain head is locked in that
+        transaction until it ends, so call this last, just before the commit. There is no
+        journal fallback and no retry here: if the transaction fails, the change did not happen
+        either, and the caller's own error handling applies. ``unless`` (a query, checked under
+        the head lock) skips the event when it returns a row. False if not appended.
+        """
+        appended = append_event_unless(session, event, already=unless)
+        if appended:
+            log.info(
+                event.action.value,
+                extra={"event": "audit", "outcome": event.outcome, "tenant": event.tenant, "upload_id": event.upload_id,
+                       "audit_request_id": event.request_id, "error_code": event.error_code},
+            )
+        return appended
 
     def replay_journal(self) -> int:
         """Move journaled events into the DB; returns how many were newly stored.

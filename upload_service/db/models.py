@@ -12,12 +12,23 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class UploadStatus(StrEnum):
-    """An upload's life: accepted (``queued``), picked up by a worker, then one of two ends."""
+    """An upload's life: accepted (``queued``), picked up by a worker, then one of two ends.
+
+    ``deleting`` is internal: a DELETE marks (and commits) it before removing any object, so
+    reads answer 404 from then on and a job still running sees it and cleans up after itself.
+    The row goes once the objects are gone; a ``deleting`` row left by a failed DELETE is
+    finished by the next DELETE or by the reconciler.
+    """
 
     QUEUED = "queued"
     PROCESSING = "processing"
     DONE = "done"
     FAILED = "failed"
+    DELETING = "deleting"
+
+
+#: The statuses an API client may see; ``deleting`` uploads answer 404.
+VISIBLE_STATUSES = (UploadStatus.QUEUED, UploadStatus.PROCESSING, UploadStatus.DONE, UploadStatus.FAILED)
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session
 
-from upload_service.db.models import ApiKey, Artifact, Upload
+from upload_service.db.audit_models import AuditEventRow
+from upload_service.db.models import VISIBLE_STATUSES, ApiKey, Artifact, Upload, UploadStatus
 
 
 def utcnow() -> datetime:
@@ -19,8 +20,12 @@ def utcnow() -> datetime:
 # --- uploads ------------------------------------------------------------------------------
 
 
-def get_upload(session: Session, tenant: str, upload_id: str) -> Upload | None:
-    return session.scalar(select(Upload).where(Upload.id == upload_id, Upload.tenant == tenant))
+def get_upload(session: Session, tenant: str, upload_id: str, *, include_deleting: bool = False) -> Upload | None:
+    """The tenant's upload; one being deleted counts as gone unless ``include_deleting``."""
+    statement = select(Upload).where(Upload.id == upload_id, Upload.tenant == tenant)
+    if not include_deleting:
+        statement = statement.where(Upload.status.in_(list(VISIBLE_STATUSES)))
+    return session.scalar(statement)
 
 
 def get_upload_any_tenant(session: Session, upload_id: str) -> Upload | None:
@@ -35,6 +40,35 @@ def find_by_idempotency_key(session: Session, tenant: str, key: str) -> Upload |
 def add_upload(session: Session, upload: Upload) -> None:
     session.add(upload)
     session.flush()
+
+
+def mark_deleting(session: Session, upload_id: str) -> bool:
+    """The first step of a delete: from now on reads answer 404 and jobs stop and clean up."""
+    statement = (
+        update(Upload)
+        .where(Upload.id == upload_id, Upload.status != UploadStatus.DELETING)
+        .values(status=UploadStatus.DELETING, updated_at=utcnow())
+    )
+    return session.execute(statement).rowcount > 0
+
+
+def upload_status(session: Session, upload_id: str) -> str | None:
+    """The upload's current status, None if the row is gone (a worker's re-check)."""
+    return session.scalar(select(Upload.status).where(Upload.id == upload_id))
+
+
+def claimed_tenant(session: Session, upload_id: str) -> str | None:
+    """The tenant of an upload whose row is gone, from the ``processing:started`` event a worker
+    committed with its claim (so a later run can still find and clean its artifacts prefix)."""
+    statement = select(AuditEventRow.tenant).where(
+        AuditEventRow.upload_id == upload_id, AuditEventRow.action == "processing:started"
+    )
+    return session.scalar(statement.limit(1))
+
+
+def upload_events(upload_id: str, actions: Sequence[str]) -> Select[tuple[int]]:
+    """A query for the upload's audit events with one of ``actions`` (e.g. its terminal one)."""
+    return select(AuditEventRow.id).where(AuditEventRow.upload_id == upload_id, AuditEventRow.action.in_(list(actions)))
 
 
 def delete_upload(session: Session, upload: Upload) -> None:
