@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -89,6 +90,9 @@ class StorageSettings(BaseModel):
     backend: Literal["s3", "local"] = "s3"
     local_dir: Path = Path("var/objects")
     endpoint_url: str | None = None
+    #: The S3 address clients (browsers, apps) reach, when it differs from ``endpoint_url``:
+    #: presigned artifact URLs are signed for this host (SigV4 signs the Host header).
+    public_endpoint_url: str | None = None
     region: str = "us-east-1"
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
@@ -143,6 +147,80 @@ class AuthSettings(BaseModel):
     """API keys are random tokens; only a SHA-256 of each is stored."""
 
     dev_key_tenant: str = "dev"
+
+
+#: CORS: the request headers a page may send, the response headers it may read, the methods.
+#: One list for the app's middleware and nginx's own answers (preflights, error pages).
+CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID")
+CORS_EXPOSE_HEADERS = ("Location", "X-Request-ID", "Retry-After", "Idempotent-Replayed")
+CORS_ALLOW_METHODS = ("GET", "POST", "PATCH", "DELETE", "OPTIONS")
+_ORIGIN = re.compile(r"^https?://([a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(:\d{1,5})?$")
+
+
+class CorsSettings(BaseModel):
+    """Origins whose pages may call the API (exact ``scheme://host[:port]``); empty: no CORS."""
+
+    allow_origins: list[str] = Field(default_factory=list)
+    max_age: int = Field(600, ge=0, le=86400, description="seconds a browser may cache a preflight")
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _exact_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*" or "*" in origin:
+                raise ValueError(
+                    "'*' is refused: pages send credentials (Authorization); list exact origins"
+                )
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: lower-case scheme://host[:port], no path or trailing slash"
+                )
+        return list(dict.fromkeys(value))
+
+
+#: Upload-token secrets: HMAC-SHA256 keys, so at least 32 bytes each.
+MIN_TOKEN_SECRET_BYTES = 32
+TOKEN_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class TokenSettings(BaseModel):
+    """Short-lived upload tokens (``POST /v1/upload-tokens``), signed with these secrets.
+
+    ``secrets`` maps a key id (carried in each token) to its secret; ``secrets_file`` holds more
+    as ``key_id=secret`` lines. Tokens are signed with ``active_key_id`` (default: the only key)
+    and verified with any listed key, so a secret rotates by adding a new key, making it
+    active, and removing the old one once its tokens expired (``max_ttl_seconds``). The API
+    refuses to start without a secret (the dev stack and the test fixtures generate one).
+    """
+
+    secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    secrets_file: Path | None = None
+    active_key_id: str | None = None
+    default_ttl_seconds: int = Field(600, ge=1, le=3600)
+    max_ttl_seconds: int = Field(3600, ge=1, le=3600)
+
+    @field_validator("secrets")
+    @classmethod
+    def _strong(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for key_id, secret in value.items():
+            check_token_secret(key_id, secret.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _ttls(self) -> TokenSettings:
+        if self.default_ttl_seconds > self.max_ttl_seconds:
+            raise ValueError("default_ttl_seconds exceeds max_ttl_seconds")
+        if self.active_key_id is not None and self.secrets_file is None and self.active_key_id not in self.secrets:
+            raise ValueError(f"active_key_id {self.active_key_id!r} is not among the secrets' key ids")
+        return self
+
+
+def check_token_secret(key_id: str, secret: str) -> None:
+    """Refuse a malformed key id or a secret shorter than 32 bytes (never echoing the secret)."""
+    if not TOKEN_KEY_ID.fullmatch(key_id):
+        raise ValueError(f"token key id {key_id[:40]!r} must be 1-32 of A-Z a-z 0-9 _ -")
+    if len(secret.encode()) < MIN_TOKEN_SECRET_BYTES:
+        raise ValueError(f"the token secret {key_id!r} is shorter than {MIN_TOKEN_SECRET_BYTES} bytes")
 
 
 class AuditSettings(BaseModel):
@@ -243,6 +321,8 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     nginx: NginxSettings = Field(default_factory=NginxSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``UPLOAD_*`` variables, to hand to a child process (worker, API)."""
@@ -256,7 +336,7 @@ class Settings(BaseSettings):
                 if isinstance(value, SecretStr):
                     value = value.get_secret_value()
                 elif isinstance(value, list | dict):
-                    value = json.dumps(value)
+                    value = json.dumps(value, default=_secret_value)
                 env[f"UPLOAD_{section_name.upper()}__{name.upper()}"] = str(value)
         return env
 
@@ -268,3 +348,10 @@ class Settings(BaseSettings):
         self.audit.journal_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.storage.backend == "local":
             self.storage.local_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _secret_value(value: object) -> str:
+    """``to_env`` of a dict of secrets (``tokens.secrets``): the secret itself, for a child."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
