@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from upload_service.admission import Admission
 from upload_service.audit import AuditEvent, AuditWriter
 from upload_service.db.engine import build_engine, build_sessionmaker, ping
-from upload_service.health import Check, CheckFailed, spool_space_check
+from upload_service.health import Check, CheckFailed, spool_check
 from upload_service.ingest.sniff import TypeSniffer
 from upload_service.jobqueue import JobQueue, connect
 from upload_service.metrics import ApiMetrics
@@ -42,18 +42,24 @@ class Services:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def readiness_checks(self) -> dict[str, Check]:
-        """What the API needs to accept uploads."""
+        """Whether this node can serve: its spool takes files and has room, its own DB pool
+        answers. Nothing shared by every node (Redis, S3, queue depth): an outage there would
+        take all nodes out of rotation at once, while uploads are still accepted without Redis
+        and a request that needs S3 or a shorter queue gets its own 503 with Retry-After."""
         return {
             "db": lambda: ping(self.engine),
-            "redis": lambda: self.queue.ping(),
-            "spool": spool_space_check(self.settings.spool.dir, self.settings.spool.min_free_bytes),
-            "s3": lambda: self.store.ping(),
-            "admission": self.admission.readiness_check,
+            "spool": spool_check(self.settings.spool.dir, self.settings.spool.min_free_bytes),
         }
 
     def health_checks(self) -> dict[str, Check]:
-        """Readiness plus whether workers are listening on every queue."""
-        return {**self.readiness_checks(), "workers": self._workers_check}
+        """Readiness plus the shared dependencies: Redis, S3, queue depth, workers on every queue."""
+        return {
+            **self.readiness_checks(),
+            "redis": lambda: self.queue.ping(),
+            "s3": lambda: self.store.ping(),
+            "admission": self.admission.readiness_check,
+            "workers": self._workers_check,
+        }
 
     def _workers_check(self) -> str:
         counts = self.queue.worker_counts()

@@ -1,7 +1,15 @@
-"""Dependency checks for ``/readyz`` and ``/health``: each with a status and its latency."""
+"""Dependency checks for ``/readyz`` and ``/health``: each with a status and its latency.
+
+``/readyz`` asks only what is local to this node (its spool disk, its own DB pool), so one
+shared dependency's outage can't take every node out of a load balancer at once; ``/health``
+adds the shared ones (Redis, S3, queue depth, workers) for dashboards and alerting.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -27,6 +35,27 @@ class CheckResult:
 
     def as_dict(self) -> dict[str, object]:
         return {"status": "ok" if self.ok else "fail", "latency_ms": round(self.latency_ms, 2), "detail": self.detail}
+
+    def as_public_dict(self) -> dict[str, object]:
+        """For a public answer: the verdict only (no byte counts, timings or error text)."""
+        return {"status": "ok" if self.ok else "fail"}
+
+
+def spool_check(spool_dir: Path, min_free_bytes: int) -> Check:
+    """The spool can take an upload: a file can be created in it, and it has free space."""
+    space = spool_space_check(spool_dir, min_free_bytes)
+
+    def check() -> str:
+        probe = spool_dir / f".probe-{secrets.token_hex(8)}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise CheckFailed(f"not writable ({errno.errorcode.get(exc.errno or 0, 'error')})") from None
+        os.close(fd)
+        probe.unlink(missing_ok=True)
+        return space()
+
+    return check
 
 
 def spool_space_check(spool_dir: Path, min_free_bytes: int) -> Check:

@@ -7,7 +7,6 @@ the caller answer ``202``. Any failure before the row commits removes what was w
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -28,7 +27,8 @@ from upload_service.db.models import Upload, UploadStatus
 from upload_service.errors import ErrorCode, ServiceError, StorageError
 from upload_service.ingest.body import BodyHeaders, ReceivedBody, receive_body
 from upload_service.ingest.filenames import sanitize_filename
-from upload_service.ingest.sniff import TypeSniffer
+from upload_service.ingest.jsondepth import load_json
+from upload_service.ingest.sniff import TypeSniffer, normalize_media_type
 from upload_service.ingest.spool import SpoolFile
 from upload_service.jobqueue import JobQueue
 from upload_service.media import kind_of
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 MAX_TAGS, MAX_TAG_CHARS = 50, 64
+#: The ``declared_type`` column's width.
+MAX_DECLARED_TYPE_CHARS = 255
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class UploadService:
         upload_id = uuid.uuid4().hex
         with SpoolFile(self.settings.spool.dir) as spool:
             received = await receive_body(body, request.headers, spool, self.settings.limits, self.sniffer)
-            metadata = parse_metadata(received.fields.get("metadata"))
+            metadata = parse_metadata(received.fields.get("metadata"), self.settings.limits.max_json_depth)
             # One hand-off to a thread for all the blocking work after the body.
             return await to_thread.run_sync(self._accept_received, request, upload_id, received, metadata, spool)
 
@@ -127,7 +129,7 @@ class UploadService:
             filename=file.filename,
             size=file.size,
             sha256=file.sha256,
-            declared_type=file.declared_type,
+            declared_type=stored_declared_type(file.declared_type),
             detected_type=file.detected_type,
             status=UploadStatus.QUEUED,
             metadata_=metadata,
@@ -256,18 +258,12 @@ class UploadService:
             raise unavailable("database", exc) from exc
 
 
-def parse_metadata(raw: bytes | None) -> dict[str, Any] | None:
-    """The optional ``metadata`` form field: a JSON object, or 422 VALIDATION_FAILED."""
+def parse_metadata(raw: bytes | None, max_depth: int) -> dict[str, Any] | None:
+    """The optional ``metadata`` form field: a JSON object nested at most ``max_depth`` levels
+    (checked on the raw bytes before the recursive decoder runs), or 422 VALIDATION_FAILED."""
     if raw is None:
         return None
-    try:
-        value = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ServiceError(
-            ErrorCode.VALIDATION_FAILED,
-            "metadata must be a JSON object",
-            details=[{"loc": ["body", "metadata"], "msg": f"invalid JSON: {exc}"}],
-        ) from None
+    value = load_json(raw, max_depth, field="metadata")
     if not isinstance(value, dict):
         raise ServiceError(
             ErrorCode.VALIDATION_FAILED,
@@ -275,6 +271,14 @@ def parse_metadata(raw: bytes | None) -> dict[str, Any] | None:
             details=[{"loc": ["body", "metadata"], "msg": f"got {type(value).__name__}"}],
         )
     return value
+
+
+def stored_declared_type(declared: str | None) -> str | None:
+    """What the record keeps of the client's declared type: the normalized media type
+    (parameters stripped, aliases resolved, lower-case), bounded by the column's 255
+    characters — never the raw header, whose length is the client's choice."""
+    normalized = normalize_media_type(declared)[:MAX_DECLARED_TYPE_CHARS]
+    return normalized or None
 
 
 def check_tags(tags: list[str] | None) -> list[str] | None:

@@ -35,6 +35,10 @@ class LimitSettings(BaseModel):
     max_preamble_bytes: int = Field(16 * 1024, ge=0)
     max_field_bytes: int = Field(64 * 1024, ge=1024, description="a non-file form field (metadata)")
     max_filename_chars: int = Field(255, ge=16, le=1024)
+    max_json_depth: int = Field(32, ge=2, le=256, description="nesting of any JSON the API parses (metadata)")
+    max_body_seconds: int = Field(
+        600, ge=1, description="a whole request body must arrive within this, however it trickles"
+    )
     allowed_types: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_TYPES))
 
     @field_validator("allowed_types")

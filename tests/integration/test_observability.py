@@ -197,7 +197,8 @@ def test_deep_queue_gets_503_with_retry_after(server_factory, redis_url: str) ->
     error = assert_error(response, 503, "DEPENDENCY_UNAVAILABLE")
     assert error["details"] == {"queues": ["images"]}
     assert int(response.headers["retry-after"]) > 0
-    ready = httpx.get(busy.url + "/readyz").json()
-    assert ready["checks"]["admission"]["status"] == "fail"
+    health = httpx.get(busy.url + "/health").json()  # queue depth is cluster-wide: not in /readyz
+    assert health["checks"]["admission"]["status"] == "fail"
+    assert httpx.get(busy.url + "/readyz").status_code == 200
     run_jobs_in_process(busy)
     assert client.upload(samples.png_bytes(), "c.png").status_code == 202

@@ -1,4 +1,8 @@
-"""Liveness, readiness and composite health."""
+"""Liveness, readiness and composite health.
+
+``/livez``: the process serves. ``/readyz``: this node can serve (its spool, its DB pool), with
+verdicts only. ``/health``: every dependency with details, for the internal listener.
+"""
 
 from __future__ import annotations
 
@@ -18,16 +22,21 @@ async def livez() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> JSONResponse:
-    return await _report(services.readiness_checks())
+    """Node-local readiness; reachable publicly, so it names checks and verdicts only."""
+    return await _report(services.readiness_checks(), public=True)
 
 
 @router.get("/health")
 async def health(services: ServicesDep) -> JSONResponse:
-    return await _report(services.health_checks())
+    """Every dependency with latency and detail: served by nginx only on its internal listener."""
+    return await _report(services.health_checks(), public=False)
 
 
-async def _report(checks: dict) -> JSONResponse:  # type: ignore[type-arg]
+async def _report(checks: dict, *, public: bool) -> JSONResponse:  # type: ignore[type-arg]
     results = await run_checks(checks)
     healthy = all(r.ok for r in results)
-    body = {"status": "ok" if healthy else "degraded", "checks": {r.name: r.as_dict() for r in results}}
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "checks": {r.name: r.as_public_dict() if public else r.as_dict() for r in results},
+    }
     return JSONResponse(body, status_code=200 if healthy else 503, headers={"Cache-Control": "no-store"})

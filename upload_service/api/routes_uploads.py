@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.requests import ClientDisconnect
 
 from upload_service.api.auditing import flush_task, note
+from upload_service.api.jsonbody import BoundedJsonRoute
 from upload_service.api.deps import PrincipalDep, RequestIdDep, ServicesDep, SessionDep
 from upload_service.api.schemas import UploadOut, UploadPatch
 from upload_service.audit import AuditAction
@@ -23,7 +24,8 @@ from upload_service.ingest.body import BodyHeaders
 from upload_service.metrics import type_label
 from upload_service.service import UploadRequest
 
-router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+#: BoundedJsonRoute: JSON bodies (PATCH) are depth-checked before FastAPI decodes them.
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"], route_class=BoundedJsonRoute)
 
 _UPLOAD_BODY = {
     "requestBody": {

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 
+import anyio
+
+from upload_service.errors import ErrorCode, ServiceError
 from upload_service.ingest.filenames import sanitize_filename
 from upload_service.ingest.limits import check_content_length, upfront_limit
 from upload_service.ingest.multipart import MultipartReader
@@ -46,8 +49,36 @@ async def receive_body(
     limits: LimitSettings,
     sniffer: TypeSniffer,
 ) -> ReceivedBody:
-    """Stream the body into ``spool``; raise ServiceError on the first rule it breaks."""
+    """Stream the body into ``spool``; raise ServiceError on the first rule it breaks.
+
+    The whole body must arrive within ``limits.max_body_seconds``: nginx's
+    ``client_body_timeout`` only bounds the pause between two reads, so a client sending a byte
+    every few seconds would otherwise hold a connection, a spool file and a worker slot for as
+    long as it likes. Past the deadline the read is cancelled and the upload refused with
+    ``408 REQUEST_TIMEOUT`` (the spool file goes with the refusal, as with any other).
+    """
     check_declared_length(headers, limits)
+    with anyio.move_on_after(limits.max_body_seconds) as deadline:
+        return await _receive(body, headers, spool, limits, sniffer)
+    assert deadline.cancelled_caught
+    raise body_timeout(limits.max_body_seconds)
+
+
+def body_timeout(seconds: int) -> ServiceError:
+    return ServiceError(
+        ErrorCode.REQUEST_TIMEOUT,
+        f"the request body did not arrive within {seconds} seconds",
+        details={"limit_seconds": seconds},
+    )
+
+
+async def _receive(
+    body: AsyncIterable[bytes],
+    headers: BodyHeaders,
+    spool: SpoolFile,
+    limits: LimitSettings,
+    sniffer: TypeSniffer,
+) -> ReceivedBody:
 
     def open_file(filename: str | None, declared_type: str | None) -> FileSink:
         return FileSink(

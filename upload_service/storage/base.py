@@ -19,6 +19,26 @@ class StoredObject:
     sha256: str
 
 
+#: Served inline (a page may also open them): raster images our pipelines re-encoded. ``<img>``
+#: ignores Content-Disposition anyway; a navigation to anything else downloads it.
+INLINE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "gif", "webp"})
+
+
+def content_disposition(key: str) -> str:
+    """The Content-Disposition a presigned GET of ``key`` answers with.
+
+    ``attachment; filename="<name>"`` (the key's last segment, e.g. ``sanitized.pdf``) for all
+    but raster images, which stay ``inline``: a sanitized PDF, ``info.json`` or
+    ``manifest.json`` opened from a link must not render at the object store's origin, where
+    a viewer's scripts or a browser's sniffing would run with that origin's privileges. Key
+    names are checked by ``keys.check_key`` (``[a-z0-9._-]``), so no quoting is needed.
+    """
+    name = key.rsplit("/", 1)[-1]
+    extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    kind = "inline" if extension in INLINE_EXTENSIONS else "attachment"
+    return f'{kind}; filename="{name}"'
+
+
 class ObjectStore(Protocol):
     """Two buckets' worth of objects: ``originals`` (private) and ``artifacts`` (for consumers)."""
 
@@ -55,7 +75,10 @@ class ObjectStore(Protocol):
         ...
 
     def presign_get(self, bucket: str, key: str, *, ttl_seconds: int) -> str:
-        """A URL that fetches the object with plain HTTP until ``ttl_seconds`` have passed."""
+        """A URL that fetches the object with plain HTTP until ``ttl_seconds`` have passed.
+
+        The response carries ``content_disposition(key)``: every object but a raster image is a
+        download (``attachment``), never a document rendered at the store's origin."""
         ...
 
     def ensure_buckets(self) -> None:

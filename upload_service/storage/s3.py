@@ -30,7 +30,7 @@ from botocore.config import Config
 from upload_service.errors import ObjectNotFound, StorageError
 from upload_service.settings import StorageSettings
 from upload_service.storage import keys
-from upload_service.storage.base import StoredObject
+from upload_service.storage.base import StoredObject, content_disposition
 
 #: Error codes that mean "slow down / try again", whatever their HTTP status.
 _TRANSIENT_CODES = frozenset(
@@ -274,13 +274,17 @@ class S3ObjectStore:
             self._client.download_file(bucket, key, str(path), Config=self._transfer)
 
     def presign_get(self, bucket: str, key: str, *, ttl_seconds: int) -> str:
-        """A SigV4 presigned GET URL; the signature covers bucket, key and expiry."""
+        """A SigV4 presigned GET URL; the signature covers bucket, key, expiry and the
+        ``response-content-disposition`` override (``base.content_disposition``), so the
+        download-not-render answer can't be edited out of the URL."""
         keys.check_key(key)
         if ttl_seconds < 1 or ttl_seconds > 7 * 24 * 3600:
             raise ValueError("ttl_seconds must be between 1 s and 7 days (the SigV4 maximum)")
         with _translated("presign_get", bucket, key):
             url: str = self._client.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=ttl_seconds
+                "get_object",
+                Params={"Bucket": bucket, "Key": key, "ResponseContentDisposition": content_disposition(key)},
+                ExpiresIn=ttl_seconds,
             )
         return url
 
