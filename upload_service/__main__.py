@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     nginx.add_argument("--output", help="write to this file instead of stdout")
     nginx.add_argument("--prefix", help="nginx prefix dir for pid, logs and temp paths")
     nginx.add_argument("--check", action="store_true", help="run nginx -t on the result and say which layer enforces what")
+    nginx.add_argument(
+        "--ingress-annotations", action="store_true",
+        help="print the same limits as ingress-nginx annotations (Kubernetes) instead of an nginx config",
+    )
 
     dev = commands.add_parser("dev", help="run the whole stack locally (make run)")
     dev.add_argument("--workdir", default="var", help="where the local services keep their data")

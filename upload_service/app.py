@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from upload_service.api import routes_audit, routes_health, routes_metrics, routes_uploads
 from upload_service.api.errors import install_error_handlers
 from upload_service.api.httpmetrics import HttpMetricsMiddleware
+from upload_service.api.openapi import install_openapi
 from upload_service.api.requestid import RequestIdMiddleware
 from upload_service.container import build_services
 from upload_service.ingest.spool import remove_stale_parts
@@ -33,10 +34,11 @@ def create_app(settings: Settings) -> FastAPI:
         title="upload-service",
         version="1.0",
         lifespan=lifespan,
-        docs_url=None,
+        docs_url="/docs",  # Swagger UI; nginx serves it on the internal listener only
         redoc_url=None,
     )
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(routes_uploads.router)
     app.include_router(routes_audit.router)
     app.include_router(routes_health.router)

@@ -34,7 +34,8 @@ DEFAULT_PREFIX = Path(".")
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{8,128}$"
 UPLOAD_PATH = "/v1/uploads"
 #: Refused (404) on the public listener; proxied on ``nginx.internal_listen`` when set.
-INTERNAL_PATHS = ("/metrics", "/v1/audit", "/admin", "/health")
+#: ``/docs`` (Swagger UI) and ``/openapi.json`` it reads are for operators, like the rest.
+INTERNAL_PATHS = ("/metrics", "/v1/audit", "/admin", "/health", "/docs", "/openapi.json")
 HEALTH_PATHS = ("/livez", "/readyz")
 CSP = "default-src 'none'; frame-ancestors 'none'"
 
@@ -273,12 +274,95 @@ def check_nginx_config(settings: Settings, *, nginx: str | None = None) -> Check
     return CheckResult(ok=proc.returncode == 0, output=output)
 
 
+#: ingress-nginx's annotation prefix.
+INGRESS_PREFIX = "nginx.ingress.kubernetes.io/"
+
+
+def _ingress_rate(rate: str, burst: int) -> dict[str, str]:
+    """``limit_req`` as ingress-nginx annotations: ``limit-rps``/``limit-rpm``, and the burst as
+    its multiplier of the rate (ingress-nginx's burst is rate × multiplier, at least 1×)."""
+    number, unit = rate[:-3], rate[-1]
+    per = "limit-rps" if unit == "s" else "limit-rpm"
+    multiplier = max(1, -(-burst // int(number)))
+    return {per: number, "limit-burst-multiplier": str(multiplier)}
+
+
+def ingress_annotations(settings: Settings) -> dict[str, dict[str, str]]:
+    """The nginx front's limits as ingress-nginx settings, from the same ``Settings``.
+
+    ``uploads`` and ``api`` are the annotations of two Ingress objects (``POST /v1/uploads``
+    needs its own body cap and unbuffered streaming; ingress-nginx applies annotations per
+    Ingress); ``controller`` holds what ingress-nginx only takes in its ConfigMap (timeouts on
+    the client side, header buffers, the real client address).
+    """
+    _validated(settings)
+    n, limits = settings.nginx, settings.limits
+    proxy = {
+        "proxy-http-version": "1.1",
+        "proxy-connect-timeout": "5",
+        "proxy-send-timeout": str(n.proxy_read_timeout_seconds),
+        "proxy-read-timeout": str(n.proxy_read_timeout_seconds),
+        "limit-connections": str(n.conn_per_client),
+    }
+    uploads = {
+        "proxy-body-size": str(limits.max_body_bytes),
+        "proxy-request-buffering": "off",
+        "proxy-buffering": "off",
+        **proxy,
+        **_ingress_rate(n.upload_rate, n.upload_burst),
+    }
+    api = {"proxy-body-size": str(n.max_json_body_bytes), **proxy, **_ingress_rate(n.api_rate, n.api_burst)}
+    controller = {
+        "client-header-timeout": str(n.client_header_timeout_seconds),
+        "client-body-timeout": str(n.client_body_timeout_seconds),
+        "keep-alive": str(n.keepalive_timeout_seconds),
+        "keep-alive-requests": str(n.keepalive_requests),
+        "upstream-keepalive-connections": str(n.upstream_keepalive),
+        "client-header-buffer-size": n.client_header_buffer_size,
+        "large-client-header-buffers": n.large_client_header_buffers,
+        "server-tokens": "false",
+        "limit-req-status-code": "429",
+        "limit-conn-status-code": "429",
+    }
+    if n.real_ip_from:
+        controller |= {
+            "use-forwarded-headers": "true",
+            "forwarded-for-header": n.real_ip_header,
+            "proxy-real-ip-cidr": ",".join(n.real_ip_from),
+        }
+    prefixed = {name: {INGRESS_PREFIX + k: v for k, v in sorted(a.items())} for name, a in (("uploads", uploads), ("api", api))}
+    return {**prefixed, "controller": dict(sorted(controller.items()))}
+
+
+def format_ingress_annotations(settings: Settings) -> str:
+    """``ingress_annotations`` as YAML (every value a quoted string, as Kubernetes wants)."""
+    lines = [
+        "# Rendered by `upload-service nginx-config --ingress-annotations` from the service's settings.",
+        "# uploads: annotations of the Ingress for POST /v1/uploads (pathType Exact)",
+        "# api: annotations of the Ingress for every other public path",
+        "# controller: keys of the ingress-nginx controller's ConfigMap",
+    ]
+    for section, values in ingress_annotations(settings).items():
+        lines.append(f"{section}:")
+        lines += [f"  {key}: {json.dumps(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
 def run_cli(settings: Settings, args: argparse.Namespace) -> int:
-    """``nginx-config [--output FILE] [--prefix DIR] [--check]``.
+    """``nginx-config [--output FILE] [--prefix DIR] [--check] [--ingress-annotations]``.
+
+    ``--ingress-annotations`` prints the same limits as ingress-nginx annotations instead.
 
     Without ``--check`` the config goes to ``--output`` (or stdout). With ``--check`` nginx tests
     it and the enforcement table is printed; the config is still written when ``--output`` is set.
     """
+    if getattr(args, "ingress_annotations", False):
+        try:
+            sys.stdout.write(format_ingress_annotations(settings))
+        except NginxConfigError as exc:
+            print(f"error: invalid nginx settings: {exc}", file=sys.stderr)
+            return 2
+        return 0
     prefix = Path(args.prefix).resolve() if args.prefix else DEFAULT_PREFIX
     try:
         text = render_nginx_config(settings, prefix)
