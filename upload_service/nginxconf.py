@@ -25,7 +25,7 @@ from pathlib import Path
 import jinja2
 
 from upload_service.errors import ErrorCode
-from upload_service.settings import Settings
+from upload_service.settings import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, Settings
 
 TEMPLATE_NAME = "nginx.conf.j2"
 #: A relative prefix leaves pid, log and temp paths relative: nginx resolves them against ``-p``.
@@ -45,6 +45,9 @@ _HOST = re.compile(r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]|\*)$")
 _SIZE = re.compile(r"^\d+[kKmM]?$")
 _BUFFERS = re.compile(r"^\d+ \d+[kKmM]?$")
 _PATH = re.compile(r"^[^\s;{}'\"#$\\]+$")
+#: What the cors settings validator lets through; checked again here, as nothing else may reach
+#: the config: scheme://host[:port], lower case, no quotes, spaces or semicolons.
+_ORIGIN = re.compile(r"^https?://[a-z0-9.\-\[\]:]+$")
 
 
 class NginxConfigError(ValueError):
@@ -136,6 +139,9 @@ def _validated(settings: Settings) -> None:
         path = getattr(n, name)
         if path is not None:
             _check(_PATH, str(path), name)
+    for origin in settings.cors.allow_origins:
+        if not _ORIGIN.match(origin):
+            raise NginxConfigError(f"cors.allow_origins entry {origin!r} is not an exact origin")
     if n.max_json_body_bytes > settings.limits.max_body_bytes:
         raise NginxConfigError(
             f"nginx.max_json_body_bytes={n.max_json_body_bytes} exceeds limits.max_body_bytes="
@@ -159,15 +165,23 @@ def _paths(prefix: Path) -> dict[str, str]:
     return {key: str(prefix / relative) for key, relative in names.items()}
 
 
-def render_nginx_config(settings: Settings, prefix: Path = DEFAULT_PREFIX, *, user: str | None = None) -> str:
+def render_nginx_config(
+    settings: Settings, prefix: Path = DEFAULT_PREFIX, *, user: str | None = None, temp_dir: Path | None = None
+) -> str:
     """The nginx config for these settings; pid, logs and temp files under ``prefix``.
 
-    ``user`` is rendered as nginx's ``user`` directive (the local run passes ``root`` when it
-    runs as root, so workers can reach the API's unix socket); it is omitted otherwise.
+    ``user`` is rendered as nginx's ``user`` directive (e.g. ``nobody nogroup``: the local run
+    as root names its unprivileged worker user); it is omitted otherwise. ``temp_dir`` moves
+    the ``*_temp_path`` directories (which the workers write) out of ``prefix``.
     """
     _validated(settings)
-    if user is not None and not re.match(r"^[a-z_][a-z0-9_-]*$", user):
+    if user is not None and not re.match(r"^[a-z_][a-z0-9_-]*( [a-z_][a-z0-9_-]*)?$", user):
         raise NginxConfigError(f"user {user!r} is not a valid user name")
+    paths = _paths(prefix)
+    if temp_dir is not None:
+        for key, relative in _paths(Path(temp_dir)).items():
+            if key.endswith("_temp"):
+                paths[key] = relative
     n = settings.nginx
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dir()),
@@ -177,10 +191,11 @@ def render_nginx_config(settings: Settings, prefix: Path = DEFAULT_PREFIX, *, us
         keep_trailing_newline=True,
         autoescape=False,
     )
+    environment.filters["nginx_regex"] = _regex_literal
     return environment.get_template(TEMPLATE_NAME).render(
         n=n,
         limits=settings.limits,
-        paths=_paths(prefix),
+        paths=paths,
         prefix=prefix,
         prefix_is_relative=not prefix.is_absolute(),
         user=user,
@@ -192,7 +207,17 @@ def render_nginx_config(settings: Settings, prefix: Path = DEFAULT_PREFIX, *, us
         internal_paths=list(INTERNAL_PATHS),
         health_paths=list(HEALTH_PATHS),
         error_pages=ERROR_PAGES,
+        cors_origins=list(settings.cors.allow_origins),
+        cors_max_age=settings.cors.max_age,
+        cors_allow_methods=", ".join(CORS_ALLOW_METHODS),
+        cors_allow_headers=", ".join(CORS_ALLOW_HEADERS),
+        cors_expose_headers=", ".join(CORS_EXPOSE_HEADERS),
     )
+
+
+def _regex_literal(text: str) -> str:
+    """``text`` matched literally by nginx's PCRE (origins hold only [a-z0-9.:/[]-])."""
+    return re.sub(r"([.\[\]\\^$|?*+(){}])", r"\\\1", text)
 
 
 @dataclass(frozen=True)
@@ -226,8 +251,22 @@ def enforcement_rows(settings: Settings) -> list[Enforcement]:
         ("nginx", "header buffers", n.large_client_header_buffers, f"431 HEADERS_TOO_LARGE {nginx_json}"),
         ("nginx", "upstreams", ", ".join(n.upstreams), f"502 UPSTREAM_UNAVAILABLE {nginx_json} when none answers"),
         ("nginx", f"public {', '.join(INTERNAL_PATHS)}", n.internal_listen or "not served", f"404 NOT_FOUND {nginx_json}"),
+        _cors_row(settings),
     ]
     return [Enforcement(*row) for row in rows]
+
+
+def _cors_row(settings: Settings) -> tuple[str, str, str, str]:
+    origins = settings.cors.allow_origins
+    if not origins:
+        return ("both", "CORS", "no origins", "no CORS headers: pages on other origins can't call the API")
+    return (
+        "both",
+        "CORS (cors.allow_origins)",
+        ", ".join(origins),
+        f"preflights 204 from nginx (not rate limited, max-age {settings.cors.max_age}s); "
+        "Access-Control-Allow-Origin on app and nginx answers for these origins only",
+    )
 
 
 def format_enforcement(rows: list[Enforcement]) -> str:

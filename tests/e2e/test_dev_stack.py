@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import stat
 import subprocess
@@ -150,6 +151,21 @@ def assert_nothing_left(workdir: Path, children: dict[int, str]) -> None:
     assert sorted(workdir.rglob("*.pid")) == []
 
 
+def _uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for {pid}")
+
+
+def _worker_dirs(workdir: Path) -> list[Path]:
+    """The directories outside ``workdir`` that nginx's workers use (socket dir, temp dir)."""
+    config = (workdir / "nginx" / "nginx.conf").read_text()
+    socket_dirs = [Path(p).parent for p in re.findall(r"server unix:(\S+?);", config)]
+    temp_dirs = [Path(p).parent.parent for p in re.findall(r"client_body_temp_path (\S+);", config)]
+    return [d for d in socket_dirs + temp_dirs if not d.is_relative_to(workdir)]
+
+
 def test_the_dev_stack_runs_processes_and_stops_cleanly(tmp_path: Path) -> None:
     workdir = tmp_path / "var"
     port = free_port()
@@ -158,6 +174,11 @@ def test_the_dev_stack_runs_processes_and_stops_cleanly(tmp_path: Path) -> None:
         stack.wait_for_banner()
         assert stack.url == f"http://127.0.0.1:{port}"
         children = descendants(stack.proc.pid)
+        workers = [pid for pid in children if b"nginx: worker process" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert workers, "nginx has no worker processes?"
+        if os.geteuid() == 0:  # as root, the workers that parse client input are not root
+            assert all(_uid(pid) != 0 for pid in workers), {pid: _uid(pid) for pid in workers}
+        outside = _worker_dirs(workdir)
         response = httpx.post(
             f"{stack.url}/v1/uploads",
             files={"file": ("red.png", samples.png_bytes(), "image/png")},
@@ -172,6 +193,7 @@ def test_the_dev_stack_runs_processes_and_stops_cleanly(tmp_path: Path) -> None:
         stack.proc.send_signal(signal.SIGINT)
         assert stack.proc.wait(timeout=60) == 0, stack.output()
     first_output = stack.output()
+    assert [d for d in outside if d.exists()] == []  # the workers' socket and temp dirs are gone
     assert f"Try: curl -H 'Authorization: Bearer {stack.key}'" in first_output
     assert_nothing_left(workdir, children)
 

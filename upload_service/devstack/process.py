@@ -41,7 +41,11 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         pid_path: Path | None = None,
+        before_start: Callable[[], None] | None = None,
+        after_stop: Callable[[], None] | None = None,
     ) -> None:
+        """``before_start``/``after_stop`` run before each start and after each stop (or exit
+        noticed): e.g. to make and remove a directory that must exist only while it runs."""
         self.name = name
         self.argv = tuple(argv)
         self.log_path = log_path
@@ -50,6 +54,8 @@ class ManagedProcess:
         self._env = dict(env) if env is not None else None
         self._cwd = cwd
         self._proc: subprocess.Popen[bytes] | None = None
+        self._before_start = before_start
+        self._after_stop = after_stop
 
     def __repr__(self) -> str:  # argv only: the environment may hold credentials
         return f"ManagedProcess({self.name!r}, pid={self.pid}, running={self.is_running()})"
@@ -70,6 +76,8 @@ class ManagedProcess:
         if self.is_running():
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         self._check_stale_pid_file()
+        if self._before_start is not None:
+            self._before_start()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             log.write(f"--- {self.name}: starting {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
@@ -169,6 +177,8 @@ class ManagedProcess:
         if self.pid_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.pid_path.unlink()
+        if self._after_stop is not None:
+            self._after_stop()
 
     def _check_stale_pid_file(self) -> None:
         """Refuse to start over a live process recorded in the pid file; drop a stale file."""

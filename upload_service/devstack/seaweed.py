@@ -13,6 +13,22 @@ Flags, and why (see docs in COMPONENTS.md):
 - ``-s3.autoCreateBucket=false``: like real S3, writing to a missing bucket is an error
   (SeaweedFS' default creates it, which would hide a misconfigured bucket name).
 
+Only the S3 port checks credentials; SeaweedFS' internal servers (master, volume, filer, admin)
+trust whoever reaches them, and on a shared machine every local user reaches 127.0.0.1. So each
+``seaweed_process()`` generates, into its 0700 work directory, a ``security.toml`` (read from
+the working directory) that closes them:
+- ``-disableHttp``: the master's and filer's HTTP APIs are gone (404), so nobody can ask the
+  master for volume locations or write tokens, or read a file by its path from the filer;
+- JWT signing keys (``[jwt.signing]``, ``.read``, ``[jwt.filer_signing]``, ``.read``), random per
+  run: the volume server answers every read and write of a file without a token signed by the
+  master with ``401`` (the S3 gateway and filer sign their own requests internally);
+- gRPC with mutual TLS (a throw-away CA and one certificate, ``openssl``-generated per run;
+  the CA key is deleted once it signed): the gRPC ports (HTTP + 10000) would otherwise let any
+  local process list, read and delete entries (``weed shell`` works without credentials).
+What still answers without credentials: the master's HTML status page and ``/cluster/status``,
+the volume server's ``/status`` and ``/healthz`` (topology and disk figures, no object data or
+names). ``tests/e2e/test_stack_hardening.py`` proves each of these.
+
 The data directory survives ``stop()`` so a restart at the same address keeps the objects.
 Readiness is more than "the S3 port answers": after a restart S3 answers before the volume
 server has re-registered its volumes with the master (seen: up to ~5 s later), and in that
@@ -26,7 +42,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
+import secrets
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +65,10 @@ _PROBE_BUCKET = "devstack-readiness-probe"
 #: S3, master, volume, filer, admin: consecutive HTTP ports, each with gRPC at + 10000.
 _PORTS = 5
 _GRPC_OFFSET = 10000
+#: The gRPC roles of one ``weed mini`` process; each gets the same (per-run) certificate.
+_GRPC_ROLES = ("master", "volume", "filer", "s3", "admin", "worker", "client")
+#: The master's status page row of one volume server: its address, then its volume count.
+_MASTER_NODE_ROW = r">127\.0\.0\.1:{port}</a>\s*</td>\s*<td>(\d+)</td>"
 
 
 def find_weed() -> str:
@@ -69,6 +92,68 @@ def _probe_settings(endpoint: str, access_key: str, secret_key: str) -> StorageS
         read_timeout_seconds=2.0,
         max_attempts=1,
     )
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise FileNotFoundError("openssl not found on PATH (Debian: apt-get install openssl)")
+    done = subprocess.run([openssl, *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed: {done.stderr.strip()[-500:]}")
+
+
+def write_security_config(workdir: Path) -> Path:
+    """Fresh JWT keys and gRPC mTLS certificates for one SeaweedFS, in ``workdir/security``.
+
+    Returns the ``security.toml`` path (``workdir/security.toml``, where ``weed`` started in
+    ``workdir`` finds it). Everything is 0600 in 0700 directories; the CA's key is deleted
+    after it signed the one certificate, so no other certificate can be made for this run.
+    """
+    tls = workdir / "security"
+    tls.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(tls, 0o700)
+    for stale in tls.iterdir():
+        stale.unlink()
+    old_umask = os.umask(0o077)
+    try:
+        curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+        _openssl("req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.crt", "-days", "30",
+                 "-subj", "/CN=upload-service devstack seaweedfs CA", cwd=tls)
+        _openssl("req", *curve, "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=seaweedfs", cwd=tls)
+        (tls / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+        _openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", "node.crt", "-days", "30", "-extfile", "ext.cnf", cwd=tls)
+    finally:
+        os.umask(old_umask)
+    for leftover in ("ca.key", "ca.srl", "node.csr", "ext.cnf"):
+        (tls / leftover).unlink(missing_ok=True)
+
+    def key() -> str:
+        return secrets.token_urlsafe(32)  # the filer key doubles as STS key: >= 16 bytes
+
+    lines = [
+        "# Generated for one run of `weed mini` by upload_service.devstack.seaweed: do not edit.",
+        "[jwt.signing]", f'key = "{key()}"', "expires_after_seconds = 10",
+        "[jwt.signing.read]", f'key = "{key()}"', "expires_after_seconds = 10",
+        "[jwt.filer_signing]", f'key = "{key()}"', "expires_after_seconds = 10",
+        "[jwt.filer_signing.read]", f'key = "{key()}"', "expires_after_seconds = 10",
+        "[access]", "ui = false",
+        "[filer.expose_directory_metadata]", "enabled = false",
+        "[grpc]", f'ca = "{tls / "ca.crt"}"',
+    ]
+    for role in _GRPC_ROLES:
+        lines += [f"[grpc.{role}]", f'cert = "{tls / "node.crt"}"', f'key = "{tls / "node.key"}"']
+    config = workdir / "security.toml"
+    _write_private(config, "\n".join(lines) + "\n")
+    return config
 
 
 def _http_get(port: int, path: str) -> bytes:
@@ -135,7 +220,9 @@ def seaweed_process(
         "-s3.autoCreateBucket=false",
         f"-filer.localSocket={workdir / 'filer.sock'}",
         f"-s3.localSocket={workdir / 's3.sock'}",
+        "-disableHttp",
     ]
+    write_security_config(workdir)
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
         "HOME": str(workdir),
@@ -153,15 +240,12 @@ def seaweed_process(
         # 2. The master knows every volume the volume server loaded from disk. After a restart
         #    S3 answers before the volume server's first heartbeat (seen: up to 5 s later);
         #    until then reads of existing objects fail with 500 and writes can't grow volumes.
+        #    With -disableHttp the master's JSON API is gone; its status page (what is left)
+        #    still lists each volume server with its volume count.
         local = _http_get_json(volume_port, "/status").get("Volumes") or []
-        topology = _http_get_json(master_port, "/dir/status").get("Topology") or {}
-        nodes = [
-            node
-            for dc in topology.get("DataCenters") or []
-            for rack in dc.get("Racks") or []
-            for node in rack.get("DataNodes") or []
-        ]
-        if not nodes or sum(int(node.get("Volumes", 0)) for node in nodes) < len(local):
+        page = _http_get(master_port, "/").decode("utf-8", errors="replace")
+        row = re.search(_MASTER_NODE_ROW.format(port=volume_port), page)
+        if row is None or int(row.group(1)) < len(local):
             return False
         # 3. An authenticated request through the storage backend (the only boto3 user) is
         #    accepted: the probe bucket does not exist, so this is a 404, not a 403.

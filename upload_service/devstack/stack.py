@@ -6,10 +6,14 @@ same launchers the tests use, configured from ONE ``Settings`` object built here
 honoured) and handed to each child as ``settings.to_env()``, so they can't disagree.
 
 Under ``--workdir`` (default ``var/``), all private (0700 dirs, 0600 files):
-``secrets.env`` (local S3 credentials, generated once, never printed), ``dev-key`` (the dev API
+``secrets.env`` (local S3 credentials, generated once, never printed), ``token-secrets`` (the
+upload-token signing secret, generated once), ``dev-key`` (the dev API
 key, reused while it still authenticates), ``redis/`` (append-only data), ``s3/``, ``spool/``,
 ``uploads.db`` (unless ``UPLOAD_DATABASE__URL`` says otherwise), ``run/`` (API socket, pid
-files), ``logs/`` and ``nginx/`` (config, access and error logs).
+files), ``logs/`` and ``nginx/`` (config, access and error logs). Run as root, nginx's workers
+run as ``nobody`` and can't enter these: the API's socket then lives in a fresh
+``$TMPDIR/upload-api-*`` directory only their group may enter, removed when the stack stops
+(see ``devstack.nginx``).
 
 Ctrl-C or SIGTERM stops everything in reverse start order; a child that dies is reported and
 stops the stack (exit 1). Children run in their own sessions, so only we signal them.
@@ -29,7 +33,7 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from upload_service.devstack.nginx import nginx_process
+from upload_service.devstack.nginx import nginx_process, remove_dir, worker_account, worker_dir
 from upload_service.devstack.process import ManagedProcess, ProcessStartError
 from upload_service.devstack.redis import redis_process
 from upload_service.devstack.seaweed import seaweed_process
@@ -37,6 +41,7 @@ from upload_service.settings import Settings
 
 SECRETS_FILE = "secrets.env"
 DEV_KEY_FILE = "dev-key"
+TOKEN_SECRETS_FILE = "token-secrets"
 _POLL_SECONDS = 0.25
 
 
@@ -69,14 +74,29 @@ def load_or_create_secrets(workdir: Path) -> dict[str, str]:
     return values
 
 
+def ensure_token_secrets(workdir: Path) -> Path:
+    """The upload-token signing secret (``tokens.secrets_file``), generated on the first run."""
+    path = workdir / TOKEN_SECRETS_FILE
+    if not path.exists():
+        _write_private(path, f"# Upload-token secret for `upload-service dev`; generated once.\ndev={secrets.token_urlsafe(48)}\n")
+    os.chmod(path, 0o600)
+    return path
+
+
 def build_settings(
-    from_env: Settings, workdir: Path, *, redis_url: str, s3_endpoint: str, credentials: dict[str, str]
+    from_env: Settings,
+    workdir: Path,
+    *,
+    redis_url: str,
+    s3_endpoint: str,
+    credentials: dict[str, str],
+    api_socket: Path | None = None,
 ) -> Settings:
     """The environment's settings (``from_env``), pointed at the local services and ``workdir``.
 
     The database and the spool move into ``workdir`` unless the environment set them (so
-    ``UPLOAD_DATABASE__URL=postgresql://...`` works). The API listens on a unix socket in a
-    0700 directory that only nginx reaches; uvicorn sees no peer address on a unix socket, so
+    ``UPLOAD_DATABASE__URL=postgresql://...`` works). The API listens on a unix socket
+    (``api_socket``, default ``run/api.sock``) in a directory that only nginx reaches; uvicorn sees no peer address on a unix socket, so
     ``trusted_proxies`` is ``*`` to let it take the client address from nginx's headers.
     """
     values: dict[str, dict[str, object]] = {
@@ -89,12 +109,14 @@ def build_settings(
             "addressing_style": "path",
         },
         "server": {"trusted_proxies": ["*"]},
-        "nginx": {"upstreams": [f"unix:{workdir / 'run' / 'api.sock'}"]},
+        "nginx": {"upstreams": [f"unix:{api_socket or workdir / 'run' / 'api.sock'}"]},
     }
     if "url" not in from_env.database.model_fields_set:
         values["database"] = {"url": f"sqlite:///{workdir / 'uploads.db'}"}
     if "dir" not in from_env.spool.model_fields_set:
         values["spool"] = {"dir": workdir / "spool"}
+    if not from_env.tokens.secrets and from_env.tokens.secrets_file is None:
+        values["tokens"] = {"secrets_file": workdir / TOKEN_SECRETS_FILE}
     port = os.environ.get("PORT")
     if port:
         values["nginx"]["listen_port"] = int(port)
@@ -133,9 +155,10 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **settings.to_env()}
 
 
-def api_process(settings: Settings, workdir: Path) -> ManagedProcess:
-    """uvicorn on ``run/api.sock``; ready when ``GET /livez`` answers 200 over the socket."""
-    sock_path = workdir / "run" / "api.sock"
+def api_process(settings: Settings, workdir: Path, sock_path: Path | None = None) -> ManagedProcess:
+    """uvicorn on ``sock_path`` (default ``run/api.sock``); ready when ``GET /livez`` answers
+    200 over the socket."""
+    sock_path = sock_path or workdir / "run" / "api.sock"
 
     def ready() -> bool:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -213,18 +236,26 @@ def _supervise(started: list[ManagedProcess]) -> int:
         time.sleep(_POLL_SECONDS)
 
 
-def _run(workdir: Path, started: list[ManagedProcess]) -> int:
+def _run(workdir: Path, started: list[ManagedProcess], made: list[Path]) -> int:
     from_env = Settings()  # invalid settings fail here, before anything starts
     for sub in ("run", "logs"):
         (workdir / sub).mkdir(mode=0o700, exist_ok=True)
     credentials = load_or_create_secrets(workdir)
+    ensure_token_secrets(workdir)
+    account = worker_account()
+    api_socket = workdir / "run" / "api.sock"
+    if account is not None:  # nginx's workers run as `nobody`: the socket must be theirs to reach
+        made.append(worker_dir("api", account))
+        api_socket = made[-1] / "api.sock"
 
     redis, redis_url = redis_process(workdir / "redis", persistent=True)
     _start(started, redis)
     s3, s3_endpoint = seaweed_process(workdir / "s3", credentials["S3_ACCESS_KEY_ID"], credentials["S3_SECRET_ACCESS_KEY"])
     _start(started, s3, timeout=60)
 
-    settings = build_settings(from_env, workdir, redis_url=redis_url, s3_endpoint=s3_endpoint, credentials=credentials)
+    settings = build_settings(
+        from_env, workdir, redis_url=redis_url, s3_endpoint=s3_endpoint, credentials=credentials, api_socket=api_socket
+    )
     settings.prepare_dirs()
     from upload_service.db.migrate import upgrade_to_head
     from upload_service.storage import build_object_store
@@ -233,7 +264,7 @@ def _run(workdir: Path, started: list[ManagedProcess]) -> int:
     build_object_store(settings.storage).ensure_buckets()
     key = ensure_dev_key(settings, workdir / DEV_KEY_FILE)
 
-    _start(started, api_process(settings, workdir))
+    _start(started, api_process(settings, workdir, api_socket))
     for queue in (settings.queue.image_queue, settings.queue.pdf_queue):
         _start(started, worker_process(settings, workdir, queue))
     nginx, url = nginx_process(workdir / "nginx", settings)
@@ -256,9 +287,10 @@ def run_dev_stack(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     started: list[ManagedProcess] = []
+    made: list[Path] = []
     status = 0
     try:
-        status = _run(workdir, started)
+        status = _run(workdir, started, made)
     except (KeyboardInterrupt, _Stop):
         _say("stopping ...")
     except ProcessStartError as exc:
@@ -274,6 +306,8 @@ def run_dev_stack(args: argparse.Namespace) -> int:
         for process in reversed(started):
             process.stop(timeout=10.0)
         (workdir / "run" / "api.sock").unlink(missing_ok=True)  # uvicorn leaves its socket
+        for directory in made:
+            remove_dir(directory)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, previous)
     _say("stopped")
