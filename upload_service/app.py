@@ -6,15 +6,42 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
-from upload_service.api import routes_audit, routes_health, routes_metrics, routes_uploads
+from upload_service.api import routes_audit, routes_health, routes_limits, routes_metrics, routes_tokens, routes_uploads
 from upload_service.api.errors import install_error_handlers
 from upload_service.api.httpmetrics import HttpMetricsMiddleware
 from upload_service.api.openapi import install_openapi
 from upload_service.api.requestid import RequestIdMiddleware
 from upload_service.container import build_services
 from upload_service.ingest.spool import remove_stale_parts
-from upload_service.settings import Settings
+from upload_service.settings import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, CorsSettings, Settings
+from upload_service.tokens import load_keyring
+
+
+class _App(FastAPI):
+    """FastAPI with CORS as the OUTERMOST layer (``cors.allow_origins``; none: no CORS at all).
+
+    ``add_middleware`` would put it inside Starlette's ServerErrorMiddleware, so a 500 would
+    reach a page without ``Access-Control-Allow-Origin`` and read as an opaque network error.
+    """
+
+    cors: CorsSettings | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if self.cors is None or not self.cors.allow_origins:
+            return stack
+        return CORSMiddleware(
+            stack,
+            allow_origins=self.cors.allow_origins,
+            allow_methods=CORS_ALLOW_METHODS,
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+            allow_credentials=False,
+            max_age=self.cors.max_age,
+        )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -22,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.prepare_dirs()
         remove_stale_parts(settings.spool.dir)
+        app.state.token_keyring = load_keyring(settings.tokens)  # no secret: refuse to start
         services = build_services(settings)
         services.start_background()
         app.state.services = services
@@ -30,16 +58,19 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             services.close()
 
-    app = FastAPI(
+    app = _App(
         title="upload-service",
         version="1.0",
         lifespan=lifespan,
         docs_url="/docs",  # Swagger UI; nginx serves it on the internal listener only
         redoc_url=None,
     )
+    app.cors = settings.cors
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(routes_uploads.router)
+    app.include_router(routes_tokens.router)
+    app.include_router(routes_limits.router)
     app.include_router(routes_audit.router)
     app.include_router(routes_health.router)
     app.include_router(routes_metrics.router)
@@ -50,4 +81,6 @@ def create_app(settings: Settings) -> FastAPI:
 
 def app_factory() -> FastAPI:
     """For ``uvicorn --factory upload_service.app:app_factory``: settings from the environment."""
-    return create_app(Settings())
+    settings = Settings()
+    load_keyring(settings.tokens)  # refuse now, with one clear line, rather than in the lifespan
+    return create_app(settings)

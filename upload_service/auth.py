@@ -1,4 +1,11 @@
-"""API keys: creation, verification and scopes. No framework here; the API's deps call it.
+"""API keys and upload tokens: creation, verification and scopes. No framework here; the API's
+deps call it.
+
+Two kinds of bearer credentials, told apart by their prefix: API keys (``usk_``, a DB row each)
+and upload tokens (``ust_``, signed, verified without a DB read: ``upload_service.tokens``). A
+token's principal may only create uploads (within its narrowing) and read the ones it created:
+``Principal.require`` refuses it everything else unless a use case opts in with
+``token_allowed=True``, so a new route is closed to tokens by default.
 
 A key looks like ``usk_<id>_<secret>``: ``id`` (16 hex characters) is public and finds the row,
 the secret is 256 random bits. Only SHA-256 of the whole key is stored — a fast hash is right for
@@ -20,6 +27,7 @@ from sqlalchemy.orm import Session
 from upload_service.db import repository
 from upload_service.db.models import ApiKey
 from upload_service.errors import ErrorCode, ServiceError
+from upload_service.tokens import Keyring, TokenClaims, is_upload_token, verify
 
 KEY_PREFIX = "usk_"
 _KEY = re.compile(r"usk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
@@ -39,8 +47,18 @@ class Principal:
     key_id: str
     tenant: str
     scopes: frozenset[Scope]
+    #: Set when the caller holds an upload token (``key_id`` is then the key that minted it).
+    token: TokenClaims | None = None
 
-    def require(self, scope: Scope) -> None:
+    @property
+    def token_id(self) -> str | None:
+        return self.token.jti if self.token is not None else None
+
+    def require(self, scope: Scope, *, token_allowed: bool = False) -> None:
+        if self.token is not None and not token_allowed:
+            raise ServiceError(
+                ErrorCode.FORBIDDEN, "an upload token may only create uploads and read the ones it created"
+            )
         if scope not in self.scopes and Scope.ADMIN not in self.scopes:
             raise ServiceError(ErrorCode.FORBIDDEN, f"this key lacks the '{scope.value}' scope")
 
@@ -91,18 +109,42 @@ def revoke_key(session: Session, key_id: str) -> ApiKey:
     return record
 
 
+def bearer_credential(authorization: str | None) -> str:
+    """The credential of ``Authorization: Bearer <credential>``, or 401 UNAUTHENTICATED."""
+    if not authorization:
+        raise _unauthenticated("an API key or upload token is required (Authorization: Bearer <key>)")
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise _unauthenticated("use Authorization: Bearer <key>")
+    return credential.strip()
+
+
+def is_token_credential(authorization: str | None) -> bool:
+    """Whether the header carries an upload token (checked without a DB read) rather than a key."""
+    try:
+        return is_upload_token(bearer_credential(authorization))
+    except ServiceError:
+        return False
+
+
+def authenticate_token(keyring: Keyring, authorization: str | None, *, now: float) -> Principal:
+    """``Authorization: Bearer ust_...`` → the token's Principal (no DB read), or 401."""
+    claims = verify(keyring, bearer_credential(authorization), now=now)
+    if not TENANT_PATTERN.fullmatch(claims.tenant):
+        raise _unauthenticated("the upload token is invalid")
+    return Principal(
+        key_id=claims.issuer_key_id, tenant=claims.tenant, scopes=frozenset({Scope.UPLOAD, Scope.READ}), token=claims
+    )
+
+
 def authenticate(session: Session, authorization: str | None) -> Principal:
     """``Authorization: Bearer <key>`` → Principal, or 401 UNAUTHENTICATED."""
-    if not authorization:
-        raise _unauthenticated("an API key is required (Authorization: Bearer <key>)")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthenticated("use Authorization: Bearer <key>")
-    match = _KEY.fullmatch(token.strip())
+    token = bearer_credential(authorization)
+    match = _KEY.fullmatch(token)
     record = repository.get_api_key(session, match.group(1)) if match else None
     # Compare even when no row matched, so timing does not tell which key ids exist.
     expected = record.key_hash if record is not None else "0" * 64
-    valid = hmac.compare_digest(expected, hash_key(token.strip()))
+    valid = hmac.compare_digest(expected, hash_key(token))
     if record is None or not valid or record.revoked_at is not None:
         raise _unauthenticated("the API key is invalid or revoked")
     return Principal(key_id=record.id, tenant=record.tenant, scopes=frozenset(Scope(s) for s in record.scopes))

@@ -12,21 +12,23 @@ import re
 import uuid
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from anyio import to_thread
+from anyio import CancelScope, to_thread
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from upload_service.admission import Admission
 from upload_service.auth import Principal, Scope
-from upload_service.db import repository
+from upload_service.db import repository, token_uses
 from upload_service.db.engine import session_scope
 from upload_service.db.models import Upload, UploadStatus
 from upload_service.errors import ErrorCode, ServiceError, StorageError
 from upload_service.ingest.body import BodyHeaders, ReceivedBody, receive_body
 from upload_service.ingest.filenames import sanitize_filename
+from upload_service.ingest.formfields import metadata_with_fields
 from upload_service.ingest.jsondepth import load_json
 from upload_service.ingest.sniff import TypeSniffer, normalize_media_type
 from upload_service.ingest.spool import SpoolFile
@@ -35,6 +37,7 @@ from upload_service.media import kind_of
 from upload_service.settings import Settings
 from upload_service.storage import keys
 from upload_service.storage.base import ObjectStore
+from upload_service.tokens import narrow_limits
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ class UploadService:
     # --- accept ------------------------------------------------------------------------------
 
     async def accept_upload(self, request: UploadRequest, body: AsyncIterable[bytes]) -> Accepted:
-        request.principal.require(Scope.UPLOAD)
+        request.principal.require(Scope.UPLOAD, token_allowed=True)
         if request.idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(request.idempotency_key):
             raise ServiceError(ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1-255 visible ASCII characters")
         if self.admission.needs_redis:
@@ -86,11 +89,60 @@ class UploadService:
         else:
             self.admission.check()  # a statvfs and cached queue depths: no need for a thread
         upload_id = uuid.uuid4().hex
-        with SpoolFile(self.settings.spool.dir) as spool:
-            received = await receive_body(body, request.headers, spool, self.settings.limits, self.sniffer)
-            metadata = parse_metadata(received.fields.get("metadata"), self.settings.limits.max_json_depth)
-            # One hand-off to a thread for all the blocking work after the body.
-            return await to_thread.run_sync(self._accept_received, request, upload_id, received, metadata, spool)
+        # An upload token's narrowing is applied by the ingest itself, as the limits it enforces.
+        limits = narrow_limits(self.settings.limits, request.principal.token)
+        claimed = await self._claim_token_use(request)
+        try:
+            with SpoolFile(self.settings.spool.dir) as spool:
+                received = await receive_body(body, request.headers, spool, limits, self.sniffer)
+                metadata = parse_metadata(received.fields.get("metadata"), self.settings.limits.max_json_depth)
+                metadata = metadata_with_fields(
+                    metadata, received.fields, max_metadata_bytes=self.settings.limits.max_field_bytes
+                )
+                # One hand-off to a thread for all the blocking work after the body.
+                accepted = await to_thread.run_sync(self._accept_received, request, upload_id, received, metadata, spool)
+        except BaseException:
+            if claimed:
+                await self._release_token_use(request)
+            raise
+        if claimed and accepted.replayed:
+            await self._release_token_use(request)
+        return accepted
+
+    async def _claim_token_use(self, request: UploadRequest) -> bool:
+        """Take one of an upload token's uses before the body is read (403 FORBIDDEN when none
+        is left). A refused or replayed upload gives its use back, so only accepted uploads
+        count; uploads in flight hold theirs, so racing requests can't exceed ``max_uploads``.
+        A retry of an upload this token already made (same Idempotency-Key) needs no use: it
+        answers the earlier upload. Returns whether a use was taken."""
+        token = request.principal.token
+        if token is None:
+            return False
+        expires = datetime.fromtimestamp(token.expires_at, timezone.utc)
+
+        def claim() -> bool:
+            if token_uses.claim_use(self.sessions, token.jti, token.tenant, token.max_uploads, expires):
+                return True
+            if request.idempotency_key is not None:
+                with session_scope(self.sessions) as session:
+                    if token_uses.token_upload_for_key(session, token.tenant, token.jti, request.idempotency_key):
+                        return False
+            raise ServiceError(
+                ErrorCode.FORBIDDEN, f"this upload token has been used for its {token.max_uploads} upload(s)"
+            )
+
+        try:
+            return await to_thread.run_sync(claim)
+        except SQLAlchemyError as exc:
+            raise unavailable("database", exc) from exc
+
+    async def _release_token_use(self, request: UploadRequest) -> None:
+        assert request.principal.token is not None
+        with CancelScope(shield=True):
+            try:
+                await to_thread.run_sync(token_uses.release_use, self.sessions, request.principal.token.jti)
+            except SQLAlchemyError:
+                log.warning("could not give back a use of upload token %s", request.principal.token.jti, exc_info=True)
 
     def _accept_received(
         self, request: UploadRequest, upload_id: str, received: ReceivedBody, metadata: dict[str, Any] | None,
@@ -114,7 +166,7 @@ class UploadService:
         if request.idempotency_key is not None:
             earlier = self._db(lambda s: repository.find_by_idempotency_key(s, tenant, request.idempotency_key or ""))
             if earlier is not None:
-                return self._replay(earlier, received)
+                return self._replay(earlier, received, request.principal)
         file = received.file
         original_key = keys.original_key(tenant, upload_id)
         bucket = self.settings.storage.originals_bucket
@@ -132,12 +184,13 @@ class UploadService:
             declared_type=stored_declared_type(file.declared_type),
             detected_type=file.detected_type,
             status=UploadStatus.QUEUED,
-            metadata_=metadata,
-            tags=None,
+            metadata_=_with_token_metadata(metadata, request.principal),
+            tags=list(request.principal.token.tags) if request.principal.token and request.principal.token.tags else None,
             original_key=original_key,
             idempotency_key=request.idempotency_key,
             request_id=request.request_id,
             key_id=request.principal.key_id,
+            token_id=request.principal.token_id,
             attempts=0,
             created_at=now,
             updated_at=now,
@@ -152,7 +205,7 @@ class UploadService:
             earlier = self._db(lambda s: repository.find_by_idempotency_key(s, tenant, request.idempotency_key or ""))
             if earlier is None:
                 raise
-            return self._replay(earlier, received)
+            return self._replay(earlier, received, request.principal)
         except BaseException as exc:
             self._forget_original(bucket, original_key)
             if isinstance(exc, SQLAlchemyError):
@@ -160,7 +213,10 @@ class UploadService:
             raise
         return Accepted(upload=upload, replayed=False)
 
-    def _replay(self, earlier: Upload, received: ReceivedBody) -> Accepted:
+    def _replay(self, earlier: Upload, received: ReceivedBody, principal: Principal) -> Accepted:
+        if principal.token is not None and earlier.token_id != principal.token_id:
+            # An upload token never learns of uploads it did not make.
+            raise ServiceError(ErrorCode.IDEMPOTENCY_CONFLICT, "this Idempotency-Key was used by another client")
         if earlier.sha256 != received.file.sha256 or earlier.size != received.file.size:
             raise ServiceError(
                 ErrorCode.IDEMPOTENCY_CONFLICT,
@@ -185,7 +241,7 @@ class UploadService:
     # --- read, change, delete ----------------------------------------------------------------
 
     def get_upload(self, session: Session, principal: Principal, upload_id: str) -> Upload:
-        principal.require(Scope.READ)
+        principal.require(Scope.READ, token_allowed=True)
         return self._find(session, principal, upload_id)
 
     def patch_upload(self, session: Session, principal: Principal, upload_id: str, changes: dict[str, Any]) -> Upload:
@@ -246,7 +302,8 @@ class UploadService:
 
         An upload being deleted is 404 too, except to DELETE itself (which finishes it)."""
         upload = repository.get_upload(session, principal.tenant, upload_id, include_deleting=include_deleting)
-        if upload is None:
+        if upload is None or (principal.token is not None and upload.token_id != principal.token_id):
+            # An upload token reads only the uploads it created.
             raise ServiceError(ErrorCode.NOT_FOUND, "no such upload")
         return upload
 
@@ -279,6 +336,12 @@ def stored_declared_type(declared: str | None) -> str | None:
     characters — never the raw header, whose length is the client's choice."""
     normalized = normalize_media_type(declared)[:MAX_DECLARED_TYPE_CHARS]
     return normalized or None
+
+
+def _with_token_metadata(metadata: dict[str, Any] | None, principal: Principal) -> dict[str, Any] | None:
+    """An upload token's fixed metadata, over whatever the client sent."""
+    fixed = principal.token.metadata if principal.token is not None else None
+    return {**(metadata or {}), **fixed} if fixed else metadata
 
 
 def check_tags(tags: list[str] | None) -> list[str] | None:

@@ -93,7 +93,7 @@ def test_vocabulary_is_closed() -> None:
     assert {action.value for action in AuditAction} == {
         "upload:accepted", "upload:rejected", "upload:metadata_changed", "upload:deleted",
         "artifact:url_issued", "processing:started", "processing:done", "processing:failed",
-        "key:created", "key:revoked", "auth:failed",
+        "key:created", "key:revoked", "auth:failed", "token:issued",
     }
     with pytest.raises(ValueError):
         AuditEvent(action="upload:exfiltrated", outcome="success")  # type: ignore[arg-type]

@@ -30,6 +30,8 @@ def note(request: Request, action: AuditAction, outcome: str, **fields: Any) -> 
         principal = request.scope.get("state", {}).get("principal")
         fields.setdefault("tenant", principal.tenant if principal is not None else None)
         fields.setdefault("key_id", principal.key_id if principal is not None else None)
+        if principal is not None and principal.token_id is not None:  # an upload token's request
+            fields["details"] = {**(fields.get("details") or {}), "token_id": principal.token_id}
         event = AuditEvent(
             action=action,
             outcome=outcome,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -11,10 +12,11 @@ from sqlalchemy.orm import Session
 
 from upload_service.api.requestid import request_id_of
 from upload_service.api.auditing import note_auth_failure
-from upload_service.auth import Principal, authenticate
+from upload_service.auth import Principal, authenticate, authenticate_token, is_token_credential
 from upload_service.errors import ServiceError
 from upload_service.container import Services
 from upload_service.service import unavailable
+from upload_service.tokens import Keyring
 
 
 async def get_services(request: Request) -> Services:
@@ -46,10 +48,17 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_principal(request: Request, services: ServicesDep) -> Principal:
-    """The caller, from ``Authorization: Bearer``; a refusal is an ``auth:failed`` event."""
+    """The caller, from ``Authorization: Bearer``; a refusal is an ``auth:failed`` event.
+
+    An upload token (``ust_``) is verified against the keyring with no DB read; an API key finds
+    its row."""
+    authorization = request.headers.get("authorization")
     try:
-        with services.sessions() as session:
-            principal = authenticate(session, request.headers.get("authorization"))
+        if is_token_credential(authorization):
+            principal = authenticate_token(get_keyring(request), authorization, now=time.time())
+        else:
+            with services.sessions() as session:
+                principal = authenticate(session, authorization)
     except SQLAlchemyError as exc:
         error = unavailable("database", exc)
         note_auth_failure(request, error.code.value)
@@ -63,6 +72,15 @@ def get_principal(request: Request, services: ServicesDep) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_keyring(request: Request) -> Keyring:
+    """The upload-token secrets, loaded once in the app's lifespan."""
+    keyring: Keyring = request.app.state.token_keyring
+    return keyring
+
+
+KeyringDep = Annotated[Keyring, Depends(get_keyring)]
 
 
 async def get_request_id(request: Request) -> str:

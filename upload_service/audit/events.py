@@ -28,6 +28,7 @@ class AuditAction(str, Enum):
     PROCESSING_FAILED = "processing:failed"
     KEY_CREATED = "key:created"
     KEY_REVOKED = "key:revoked"
+    TOKEN_ISSUED = "token:issued"
     AUTH_FAILED = "auth:failed"
 
 

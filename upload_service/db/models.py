@@ -79,6 +79,8 @@ class Upload(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_id: Mapped[str | None] = mapped_column(String(128))
     key_id: Mapped[str | None] = mapped_column(String(32))
+    #: The upload token (its ``jti``) that created the upload: its holder reads only these.
+    token_id: Mapped[str | None] = mapped_column(String(32), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -115,3 +117,15 @@ class ApiKey(Base):
     label: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class UploadTokenUse(Base):
+    """How many uploads an upload token has started (its ``max_uploads`` budget); one row per
+    token, created at its first use, useless once ``expires_at`` has passed."""
+
+    __tablename__ = "upload_token_uses"
+
+    token_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    uses: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
