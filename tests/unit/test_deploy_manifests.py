@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -25,7 +26,7 @@ from fastapi import routing
 from upload_service.__main__ import build_parser
 from upload_service.app import create_app
 from upload_service.nginxconf import INTERNAL_PATHS, ingress_annotations
-from upload_service.settings import Settings
+from upload_service.settings import ServerSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -92,6 +93,23 @@ def dockerfile_port() -> int:
     return int(expose.split("/")[0])
 
 
+def dockerfile_env() -> dict[str, str]:
+    env = {}
+    for line in dockerfile().get("ENV", []):
+        for token in shlex.split(line):
+            name, sep, value = token.partition("=")
+            if sep:
+                env[name] = value
+    return env
+
+
+def listening_port() -> int:
+    """Where ``serve`` listens in the pods: the ConfigMap's port, else the image's, else the
+    setting's default (the manifests' args pass no ``--port``)."""
+    port = config_data().get("UPLOAD_SERVER__PORT") or dockerfile_env().get("UPLOAD_SERVER__PORT")
+    return int(port) if port else ServerSettings().port
+
+
 def setting_names() -> set[str]:
     """Every UPLOAD_<SECTION>__<FIELD> the Settings model reads."""
     names = set()
@@ -128,7 +146,7 @@ def test_every_variable_is_a_real_setting_and_the_values_are_valid(monkeypatch: 
     for name, value in {**config_data(), **example_secret()}.items():
         monkeypatch.setenv(name, value.replace("REPLACE", "x" * 40) if name == "UPLOAD_TOKENS__SECRETS" else value)
     settings = Settings()  # raises if a value is refused
-    assert settings.server.port == dockerfile_port()
+    assert settings.server.port == listening_port()
     assert settings.storage.endpoint_url and settings.database.url.startswith("postgresql")
     secret_like = [n for n in config_data() if re.search(r"PASSWORD|SECRET|ACCESS_KEY|DATABASE__URL|TOKENS__SECRETS", n)]
     assert secret_like == [], "secrets belong in the Secret, not the ConfigMap"
@@ -154,11 +172,12 @@ def test_probes_hit_real_routes_on_the_named_port() -> None:
 
 
 def test_image_port_user_and_commands_agree_with_the_dockerfile_and_the_cli() -> None:
-    port = dockerfile_port()
+    port = listening_port()
+    assert dockerfile_port() == port, "the Dockerfile EXPOSEs another port than serve listens on"
     api = by_name("Deployment", "upload-service-api")
     (container,) = api["spec"]["template"]["spec"]["containers"]
     assert [p["containerPort"] for p in container["ports"]] == [port]
-    assert int(config_data().get("UPLOAD_SERVER__PORT", port)) == port
+    assert "--port" not in container["args"]
     assert api["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
     user = dockerfile()["USER"][-1]
     assert user not in ("root", "0") and not user.startswith("0:")
