@@ -13,6 +13,7 @@ from upload_service.api import routes_audit, routes_health, routes_limits, route
 from upload_service.api.errors import install_error_handlers
 from upload_service.api.httpmetrics import HttpMetricsMiddleware
 from upload_service.api.openapi import install_openapi
+from upload_service.api.lingering import LingeringCloseMiddleware
 from upload_service.api.requestid import RequestIdMiddleware
 from upload_service.container import build_services
 from upload_service.ingest.spool import remove_stale_parts
@@ -76,6 +77,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_metrics.router)
     app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(
+        LingeringCloseMiddleware,
+        max_body_bytes=settings.limits.max_body_bytes,
+        linger_seconds=settings.server.linger_seconds,
+        idle_seconds=settings.server.linger_idle_seconds,
+    )
     return app
 
 

@@ -245,6 +245,12 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=1, le=65535, description="behind nginx, which listens on nginx.listen_port")
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    #: After answering before the body was read in full (a refusal), read and discard the rest
+    #: of the body for at most this long before closing, so a proxy still sending it reads the
+    #: answer instead of a reset (api/lingering.py). Never more than limits.max_body_bytes.
+    linger_seconds: float = Field(10.0, ge=0)
+    #: ... and stop as soon as no body bytes arrived for this long.
+    linger_idle_seconds: float = Field(2.0, gt=0)
 
 
 class NginxSettings(BaseModel):

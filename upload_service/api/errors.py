@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,8 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from upload_service.api.auditing import failure_events_task, note_auth_failure
+from upload_service.api.auditing import failure_events_task, note, note_auth_failure
 from upload_service.api.requestid import request_id_of
+from upload_service.audit import AuditAction
 from upload_service.errors import ErrorCode, ServiceError
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,25 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def on_unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", exc_info=exc)
-    return error_response(request, ErrorCode.INTERNAL, "internal error")
+    action = request.scope.get("state", {}).get(_UNEXPECTED_ERROR_EVENT)
+    if action is not None:
+        note(request, action, "failure", error_code=ErrorCode.INTERNAL.value)
+    # Whatever state the request was left in (a body half read), the connection is not reused.
+    return error_response(request, ErrorCode.INTERNAL, "internal error", headers={"Connection": "close"})
+
+
+_UNEXPECTED_ERROR_EVENT = "unexpected_error_event"
+
+
+def audit_unexpected_errors_as(action: AuditAction) -> Callable[[Request], Awaitable[None]]:
+    """A route dependency: an exception no handler expected, raised anywhere on this route
+    (another dependency included), is also recorded as ``action`` with ``INTERNAL`` — so a
+    refusal is audited even when it was a bug that refused."""
+
+    async def mark(request: Request) -> None:
+        request.scope.setdefault("state", {})[_UNEXPECTED_ERROR_EVENT] = action
+
+    return mark
 
 
 def install_error_handlers(app: FastAPI) -> None:

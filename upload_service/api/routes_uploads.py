@@ -5,17 +5,19 @@ Each route notes its audit event (written after the response) and the upload rou
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.requests import ClientDisconnect
 
 from upload_service.api.auditing import flush_task, note
 from upload_service.api.jsonbody import BoundedJsonRoute
 from upload_service.api.deps import PrincipalDep, RequestIdDep, ServicesDep, SessionDep
+from upload_service.api.errors import audit_unexpected_errors_as
 from upload_service.api.schemas import UploadOut, UploadPatch
 from upload_service.audit import AuditAction
 from upload_service.container import Services
@@ -23,6 +25,8 @@ from upload_service.errors import ErrorCode, ServiceError
 from upload_service.ingest.body import BodyHeaders
 from upload_service.metrics import type_label
 from upload_service.service import UploadRequest
+
+log = logging.getLogger(__name__)
 
 #: BoundedJsonRoute: JSON bodies (PATCH) are depth-checked before FastAPI decodes them.
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"], route_class=BoundedJsonRoute)
@@ -55,7 +59,14 @@ class CountingStream:
             yield chunk
 
 
-@router.post("", status_code=202, response_model=UploadOut, openapi_extra=_UPLOAD_BODY)
+@router.post(
+    "",
+    status_code=202,
+    response_model=UploadOut,
+    openapi_extra=_UPLOAD_BODY,
+    # An unexpected error in a dependency (before the route body) is an upload:rejected too.
+    dependencies=[Depends(audit_unexpected_errors_as(AuditAction.UPLOAD_REJECTED))],
+)
 async def create_upload(
     request: Request,
     services: ServicesDep,
@@ -81,10 +92,10 @@ async def create_upload(
     metrics.in_flight.inc()
     try:
         accepted = await services.uploads.accept_upload(upload_request, body)
-    except (ServiceError, ClientDisconnect) as exc:
-        error = exc if isinstance(exc, ServiceError) else _disconnected()
-        # The rest of a refused body may still be on its way: close the connection rather than
-        # let the server drain it to keep the connection alive.
+    except Exception as exc:  # noqa: BLE001 - every failure is answered and audited as a rejection
+        error = _refusal(exc)
+        # The rest of a refused body may still be on its way: it is drained within bounds
+        # (api/lingering.py) and never parsed as a next request, so the connection closes.
         error.headers.setdefault("Connection", "close")
         detected = _detected(error)
         _count(services, "rejected", error.code.value, detected, started, body.count)
@@ -116,8 +127,15 @@ async def create_upload(
     )
 
 
-def _disconnected() -> ServiceError:
-    return ServiceError(ErrorCode.BAD_REQUEST, "the client disconnected before the body was complete")
+def _refusal(exc: Exception) -> ServiceError:
+    """The error an upload is refused with: its own, or ``INTERNAL`` for an unexpected one
+    (logged here with its traceback; the client sees none of it)."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, ClientDisconnect):
+        return ServiceError(ErrorCode.BAD_REQUEST, "the client disconnected before the body was complete")
+    log.error("unexpected error while accepting an upload", exc_info=exc)
+    return ServiceError(ErrorCode.INTERNAL, "internal error", internal=f"unexpected {type(exc).__name__}")
 
 
 def _detected(error: ServiceError) -> str:

@@ -1,0 +1,103 @@
+"""Unexpected failures on the upload route: answered in the error contract (``500 INTERNAL``,
+nothing of the failure in the body) and still audited as ``upload:rejected`` — whether the
+failure comes from the upload itself or from a dependency that runs before the route body."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from tests import samples
+from tests.fixtures.app import LiveServer, make_settings
+from tests.fixtures.services import RedisService, S3Service
+from tests.integration.contract import assert_error, new_request_id
+from upload_service.api.deps import get_principal
+from upload_service.app import create_app
+from upload_service.db.audit_models import AuditEventRow
+from upload_service.db.engine import build_engine, build_sessionmaker
+from upload_service.db.migrate import upgrade_to_head
+
+
+def audit_rows(server_sessions, request_id: str, timeout: float = 5.0) -> list[AuditEventRow]:  # type: ignore[no-untyped-def]
+    """The audit rows of one request (written after the response), once there are any."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with server_sessions() as session:
+            rows = list(session.scalars(select(AuditEventRow).where(AuditEventRow.request_id == request_id)))
+        if rows or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
+def test_an_unexpected_error_while_accepting_is_a_500_and_an_audited_rejection(server_factory) -> None:  # type: ignore[no-untyped-def]
+    """The spool directory is replaced by a plain file under a running API (a volume gone
+    wrong): creating the spool file fails with an OSError nothing expects."""
+    server: LiveServer = server_factory()
+    client = server.client()
+    spool = server.settings.spool.dir
+    moved = spool.with_name("spool-moved")
+    spool.rename(moved)
+    spool.write_bytes(b"not a directory")
+    try:
+        request_id = new_request_id("fault")
+        response = client.upload(samples.png_bytes(), "a.png", headers={"X-Request-ID": request_id})
+    finally:
+        spool.unlink()
+        moved.rename(spool)
+
+    error = assert_error(response, 500, "INTERNAL")
+    assert error == {"code": "INTERNAL", "message": "internal error", "request_id": request_id, "details": None}
+    assert response.headers["connection"] == "close"
+    for leak in ("spool", "NotADirectory", "Errno", str(spool)):
+        assert leak not in response.text
+    rows = audit_rows(server.sessions, request_id)
+    assert [(r.action, r.outcome, r.error_code, r.tenant) for r in rows] == [
+        ("upload:rejected", "failure", "INTERNAL", client.tenant)
+    ]
+    assert client.upload_count() == 0
+    assert server.store.list_keys(server.settings.storage.originals_bucket, f"{client.tenant}/") == []
+    log = server.log_text()
+    assert "unexpected error while accepting an upload" in log and "NotADirectoryError" in log  # the detail is logged
+    # The API itself is fine once the spool is back.
+    assert client.upload(samples.png_bytes(), "a.png").status_code == 202
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_unexpected_error_in_a_dependency_of_the_upload_route_is_audited(
+    anyio_backend: str, tmp_path: Path, database_url: str, redis_service: RedisService, s3_service: S3Service
+) -> None:
+    """No live server can be made to fail inside its auth dependency on purpose: the app runs
+    in-process (its lifespan builds the real DB, Redis and S3 clients) with that dependency
+    raising, and the event must reach the real audit table."""
+    settings = make_settings(tmp_path, database_url, redis_service.url, s3_service)
+    settings.prepare_dirs()
+    upgrade_to_head(settings.database)
+    app = create_app(settings)
+
+    def broken_principal() -> None:
+        raise RuntimeError("secret detail at /srv/private/path")
+
+    app.dependency_overrides[get_principal] = broken_principal
+    request_id = new_request_id("fault")
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            response = await http.post(
+                "/v1/uploads", content=samples.png_bytes(),
+                headers={"X-Request-ID": request_id, "Content-Type": "image/png", "Authorization": "Bearer x"},
+            )
+    error = assert_error(response, 500, "INTERNAL")
+    assert error["message"] == "internal error" and "secret" not in response.text
+    engine = build_engine(settings.database)
+    try:
+        rows = audit_rows(build_sessionmaker(engine), request_id)
+    finally:
+        engine.dispose()
+    assert [(r.action, r.outcome, r.error_code) for r in rows] == [("upload:rejected", "failure", "INTERNAL")]
+    shutil.rmtree(tmp_path / "spool", ignore_errors=True)
