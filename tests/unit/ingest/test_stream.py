@@ -78,8 +78,14 @@ def test_short_file_is_decided_at_the_end(tmp_path: Path) -> None:
 
 
 def test_stale_parts_are_removed_at_start(tmp_path: Path) -> None:
-    spool = SpoolFile(tmp_path)
-    spool.write(b"half")
+    """Only parts nobody holds (their writer is gone); a live writer's part stays.
+    (Two real processes sharing a spool: tests/integration/test_spool_siblings.py.)"""
+    crashed = SpoolFile(tmp_path)
+    crashed.write(b"half")
+    crashed._file.close()  # its writer died: the lock is gone, the file is left behind
+    live = SpoolFile(tmp_path)  # a sibling's upload in flight
     (tmp_path / "committed").write_bytes(b"x")
-    assert remove_stale_parts(tmp_path) == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["committed"]
+    assert remove_stale_parts(tmp_path) == 0  # both parts are younger than the grace period
+    assert remove_stale_parts(tmp_path, min_age_seconds=0) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["committed", live.temp_path.name])
+    live.discard()
