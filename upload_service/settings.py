@@ -141,10 +141,28 @@ class AdmissionSettings(BaseModel):
 
 
 class ProcessingSettings(BaseModel):
+    """Budgets of one file's processing (docs/security.md, "Processing budgets").
+
+    The decoder work factors (pixels, frames, JPEG scans, markers) are refused from the file's
+    bytes before decoding; the pipeline then runs in a child process under its own CPU, memory
+    and wall-clock budget, so one file can never take more than these.
+    """
+
     max_pixels: int = Field(50_000_000, ge=1)
     max_frames: int = Field(200, ge=1)
     thumbnail_sizes: list[int] = Field(default_factory=lambda: [256, 1024])
     max_pdf_pages: int = Field(1000, ge=1)
+    max_jpeg_scans: int = Field(100, ge=1, le=10_000, description="SOS segments of one JPEG: each is a pass over every block")
+    max_image_segments: int = Field(65_536, ge=64, description="markers, chunks or blocks of one image file")
+    max_cpu_seconds_per_file: int = Field(60, ge=1, description="CPU of the pipeline's child process (RLIMIT_CPU)")
+    max_memory_bytes_per_file: int = Field(
+        1536 * MiB, ge=128 * MiB, description="address space the child may add to the worker's (RLIMIT_AS)"
+    )
+    max_wall_seconds_per_file: int = Field(
+        90, ge=1, description="the child is killed after this; must stay below every job timeout"
+    )
+    #: Per-job scratch directories live here (None: ``upload-service-scratch`` in the temp dir).
+    scratch_dir: Path | None = None
 
 
 class AuthSettings(BaseModel):
@@ -333,6 +351,20 @@ class Settings(BaseSettings):
     nginx: NginxSettings = Field(default_factory=NginxSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
+
+    @model_validator(mode="after")
+    def _file_budget_under_job_timeouts(self) -> Settings:
+        # The pipeline child is killed at its wall-clock budget; RQ must never have to kill the
+        # work-horse for one file, so the budget leaves time for download and upload.
+        wall = self.processing.max_wall_seconds_per_file
+        for name in ("image_timeout_seconds", "pdf_timeout_seconds"):
+            timeout = getattr(self.queue, name)
+            if wall + 3 > timeout:
+                raise ValueError(
+                    f"processing.max_wall_seconds_per_file={wall} must be at least 3 s below "
+                    f"queue.{name}={timeout}"
+                )
+        return self
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``UPLOAD_*`` variables, to hand to a child process (worker, API)."""

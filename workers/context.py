@@ -20,6 +20,7 @@ from upload_service.settings import Settings
 from upload_service.storage import build_object_store
 from upload_service.storage.base import ObjectStore
 from workers.pipelines import ImageLimits, PdfLimits
+from workers.sandbox import SandboxLimits
 
 
 @dataclass
@@ -37,7 +38,18 @@ class WorkerContext:
         return ImageLimits(
             max_pixels=processing.max_pixels,
             max_frames=processing.max_frames,
+            max_jpeg_scans=processing.max_jpeg_scans,
+            max_segments=processing.max_image_segments,
             thumbnail_sizes=tuple(processing.thumbnail_sizes),
+        )
+
+    @property
+    def sandbox_limits(self) -> SandboxLimits:
+        processing = self.settings.processing
+        return SandboxLimits(
+            cpu_seconds=processing.max_cpu_seconds_per_file,
+            memory_bytes=processing.max_memory_bytes_per_file,
+            wall_seconds=processing.max_wall_seconds_per_file,
         )
 
     @property

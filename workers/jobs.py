@@ -26,9 +26,9 @@ e.g. rows from before this rule, it writes the missing one, once). Failure seman
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +49,10 @@ from upload_service.metrics import record_job
 from upload_service.storage import keys
 from workers import context, failpoints
 from workers.manifest import MANIFEST_NAME, StoredArtifact, build_manifest
-from workers.pipelines import ProcessingError, run_pipeline_for
+from workers.pipelines import ProcessingError
 from workers.pipelines.base import ArtifactFile
+from workers.sandbox import run_pipeline_sandboxed
+from workers.scratch import job_scratch, scratch_base
 
 log = logging.getLogger("workers.jobs")
 
@@ -297,7 +299,7 @@ def _run(upload: Upload) -> list[Artifact]:
     kind = kind_of(upload.detected_type)
     timeout = ctx.queue.policy(kind).timeout_seconds
     deadline = time.monotonic() + max(timeout - DEADLINE_MARGIN_SECONDS, 1.0)
-    with tempfile.TemporaryDirectory(prefix="upload-job-") as scratch:
+    with _job_scratch(ctx) as scratch:
         source = Path(scratch) / "original"
         out_dir = Path(scratch) / "out"
         out_dir.mkdir()
@@ -305,8 +307,9 @@ def _run(upload: Upload) -> list[Artifact]:
         if _sha256_of(source) != upload.sha256:
             raise TransientError("the stored original does not match its checksum")
         failpoints.reached("before_pipeline", upload.id)
-        result = run_pipeline_for(
-            kind, source, out_dir, deadline, image_limits=ctx.image_limits, pdf_limits=ctx.pdf_limits
+        result, _usage = run_pipeline_sandboxed(
+            kind, source, out_dir, deadline, ctx.sandbox_limits,
+            image_limits=ctx.image_limits, pdf_limits=ctx.pdf_limits,
         )
         _check_not_deleted(upload)
         failpoints.reached("before_store", upload.id)
@@ -328,6 +331,14 @@ def _run(upload: Upload) -> list[Artifact]:
         Artifact(upload_id=upload.id, name=s.name, key=s.key, size=s.size, content_type=s.type, sha256=s.sha256)
         for s in stored
     ]
+
+
+def _job_scratch(ctx: context.WorkerContext) -> contextlib.AbstractContextManager[Path]:
+    """This job's scratch directory; what killed jobs left behind is swept first."""
+    queue = ctx.settings.queue
+    # RQ kills a work-horse at most 60 s past its job timeout: older entries are surely dead.
+    stale_after = max(queue.image_timeout_seconds, queue.pdf_timeout_seconds) + 120
+    return job_scratch(scratch_base(ctx.settings.processing.scratch_dir), stale_after)
 
 
 def _store(upload: Upload, artifact: ArtifactFile) -> StoredArtifact:

@@ -31,10 +31,13 @@ _PUBLIC_MESSAGES: dict[str, str] = {
     "IMAGE_CORRUPT": "The image is corrupt or truncated.",
     "IMAGE_TOO_MANY_PIXELS": "The image has more pixels than allowed.",
     "IMAGE_TOO_MANY_FRAMES": "The image has more frames than allowed.",
+    "IMAGE_TOO_COMPLEX": "The image needs more decoding work than allowed (too many scans, chunks or blocks).",
     "PDF_ENCRYPTED": "The PDF is password-protected.",
     "PDF_CORRUPT": "The PDF is damaged beyond repair.",
     "PDF_TOO_MANY_PAGES": "The PDF has more pages than allowed.",
     "PROCESSING_TIMEOUT": "Processing took longer than allowed.",
+    "PROCESSING_MEMORY_EXCEEDED": "Processing the file needed more memory than allowed.",
+    "PROCESSING_CRASHED": "Processing the file crashed the decoder.",
     "UNSUPPORTED_MEDIA_TYPE": "No processing pipeline exists for this type of file.",
 }
 

@@ -1,10 +1,13 @@
 """Image pipeline: decode under limits, orient, strip metadata, re-encode, thumbnail.
 
-Steps: open_image → check_budgets → decode_frames → inventory_metadata → orient_frames →
-strip_metadata → write_sanitized → write_thumbnails → write_image_info.
+Steps: check_structure → open_image → check_budgets → decode_frames → inventory_metadata →
+orient_frames → strip_metadata → write_sanitized → write_thumbnails → write_image_info.
 
-Security limits are checked on the header before any pixel is decoded; only four decoders may
-run (never EPS/PS, which shell out to Ghostscript); truncated data is an error, never padded.
+Security limits are checked before any pixel is decoded: the decoder work factors (JPEG scans,
+GIF frames outside the logical screen, chunk and marker counts) by a byte scan of the file
+(``imagescan.py``), pixels and frames on the header. Pillow's own bomb limit is set to the pixel
+budget for the run, its warning raised as an error. Only four decoders may run (never EPS/PS,
+which shell out to Ghostscript); truncated data is an error, never padded.
 
 JPEG draft mode is deliberately not used. Draft makes libjpeg decode at 1/2, 1/4 or 1/8 scale,
 which is only correct when no output needs full resolution, and ``sanitized.jpg`` always does.
@@ -18,36 +21,27 @@ is not loaded yet, never on ours.)
 from __future__ import annotations
 
 import contextlib
-import functools
-import io
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from PIL import ExifTags, Image, ImageCms, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from workers.pipelines.base import (
     THUMBNAIL_WEBP_METHOD, ArtifactFile, PipelineResult, ProcessingError,
     run_pipeline, write_info,
 )
+from workers.pipelines.imagemeta import (
+    DECODE_ERRORS, XMP_KEYS, metadata_in, pixels_only, to_srgb, upright_transform,
+)
+from workers.pipelines.imagescan import ScanLimits, family_of, pillow_bomb_limit, scan_structure
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP")
-_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
-# What Pillow raises on malformed input, beyond OSError/SyntaxError (its documented ones).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError)
 _SANITIZED = {  # format family -> (artifact name, content type)
     "JPEG": ("sanitized.jpg", "image/jpeg"), "PNG": ("sanitized.png", "image/png"),
     "GIF": ("sanitized.gif", "image/gif"), "WEBP": ("sanitized.webp", "image/webp"),
 }
-# The table of ImageOps.exif_transpose, kept here so that every frame gets the same transform.
-_TRANSPOSE_FOR_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90,
-}
-_XMP_KEYS = ("xmp", "XML:com.adobe.xmp")
 
 
 @dataclass(frozen=True)
@@ -57,18 +51,23 @@ class ImageLimits:
     ``max_animation_pixels`` caps width x height summed over the frames of an animation: every
     frame is held decoded (about 4 bytes a pixel) while it is re-encoded, so 200 frames of a
     50-megapixel canvas must not pass just because each frame does. Still images answer to
-    ``max_pixels`` alone.
+    ``max_pixels`` alone. ``max_jpeg_scans`` and ``max_segments`` bound the decoder's passes and
+    the parser's loops (see ``imagescan.py``).
     """
 
     max_pixels: int = 50_000_000
     max_frames: int = 200
     max_animation_pixels: int = 100_000_000
+    max_jpeg_scans: int = 100
+    max_segments: int = 65_536
     thumbnail_sizes: tuple[int, ...] = (256, 1024)
     jpeg_quality: int = 85
     webp_quality: int = 80
 
     def __post_init__(self) -> None:
-        if min(self.max_pixels, self.max_frames, self.max_animation_pixels) < 1:
+        budgets = (self.max_pixels, self.max_frames, self.max_animation_pixels,
+                   self.max_jpeg_scans, self.max_segments)
+        if min(budgets) < 1:
             raise ValueError("image limits must be positive")
         if any(size < 1 for size in self.thumbnail_sizes):
             raise ValueError("thumbnail sizes must be positive")
@@ -114,12 +113,22 @@ def _decoding() -> Iterator[None]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # The warning arrives as an exception when warnings are turned into errors.
         raise ProcessingError("IMAGE_TOO_MANY_PIXELS", internal=str(exc)) from exc
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise ProcessingError("IMAGE_CORRUPT", internal=repr(exc)) from exc
 
 
-def _has_allowed_signature(head: bytes) -> bool:
-    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+def check_structure(job: ImageJob) -> ImageJob:
+    """Refuse decoder work factors from a byte scan of the file, before Pillow parses any of it.
+
+    A file of no allowed format is left to open_image, which refuses it.
+    """
+    limits = job.limits
+    data = job.src.read_bytes()
+    family = family_of(data[:16])
+    if family is not None:
+        scan_limits = ScanLimits(limits.max_pixels, limits.max_frames, limits.max_jpeg_scans, limits.max_segments)
+        scan_structure(data, family, scan_limits)
+    return job
 
 
 def open_image(job: ImageJob) -> ImageJob:
@@ -134,7 +143,7 @@ def open_image(job: ImageJob) -> ImageJob:
             job.source = Image.open(job.file, formats=list(ALLOWED_FORMATS))
         except UnidentifiedImageError as exc:
             job.file.seek(0)
-            corrupt = _has_allowed_signature(job.file.read(16))
+            corrupt = family_of(job.file.read(16)) is not None
             code = "IMAGE_CORRUPT" if corrupt else "IMAGE_FORMAT_NOT_ALLOWED"
             raise ProcessingError(code, internal=str(exc)) from exc
     # Pillow reports a multi-picture JPEG (phone depth maps, previews) as MPO.
@@ -190,33 +199,13 @@ def decode_frames(job: ImageJob) -> ImageJob:
     return job
 
 
-def _read_exif(image: Image.Image) -> Image.Exif | None:
-    """Parse EXIF leniently: a broken block is stripped anyway and must not fail the image."""
-    try:
-        return image.getexif()
-    except _DECODE_ERRORS:
-        return None
-
-
 def inventory_metadata(job: ImageJob) -> ImageJob:
     """Note which metadata blocks the file carries, for ``removed_metadata`` in info.json."""
     for frame in job.frames:
-        info = frame.info
-        if info.get("exif") or "Raw profile type exif" in info:
-            job.found_metadata.add("exif")
-            exif = _read_exif(frame)
-            if exif is not None and ExifTags.IFD.GPSInfo in exif:
-                job.found_metadata.add("gps")
-        names = {
-            "xmp": any(info.get(key) for key in _XMP_KEYS),
-            "icc_profile": bool(info.get("icc_profile")),
-            "comment": bool(info.get("comment")),
-            "photoshop": bool(info.get("photoshop")),
-        }
-        job.found_metadata.update(name for name, present in names.items() if present)
+        job.found_metadata.update(metadata_in(frame))
     with _decoding():
         text = getattr(job.source, "text", None) or {}
-    if set(text) - set(_XMP_KEYS):
+    if set(text) - set(XMP_KEYS):
         job.found_metadata.add("png_text")
     if job.source is not None and job.source.format == "MPO":
         job.found_metadata.add("mpo_images")
@@ -229,54 +218,15 @@ def orient_frames(job: ImageJob) -> ImageJob:
     exif_transpose handles only the current frame and copies the image even when upright;
     this reads the orientation once and transposes each frame only when needed.
     """
-    exif = _read_exif(job.frames[0])
-    orientation = exif.get(ExifTags.Base.Orientation, 1) if exif is not None else 1
-    method = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
+    method = upright_transform(job.frames[0])
     if method is not None:
         job.frames = [frame.transpose(method) for frame in job.frames]
     return job
 
 
-@functools.lru_cache(maxsize=1)
-def _srgb_profile() -> ImageCms.ImageCmsProfile:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-
-
-def _to_srgb(frame: Image.Image) -> Image.Image:
-    """Bake an embedded colour profile into sRGB pixels before the profile is dropped.
-
-    Dropping a Display P3 or CMYK profile without converting visibly shifts colours. A profile
-    that cannot be used (wrong colour space, garbage) is simply dropped.
-    """
-    icc = frame.info.get("icc_profile")
-    if not icc or frame.mode not in ("RGB", "RGBA", "CMYK"):
-        return frame
-    try:
-        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        if "sRGB" in ImageCms.getProfileDescription(profile) and frame.mode != "CMYK":
-            return frame
-        mode = "RGBA" if frame.mode == "RGBA" else "RGB"
-        converted = ImageCms.profileToProfile(frame, profile, _srgb_profile(), outputMode=mode)
-    except (ImageCms.PyCMSError, OSError, ValueError):
-        return frame
-    return converted if converted is not None else frame
-
-
-def _pixels_only(frame: Image.Image) -> Image.Image:
-    """A new image with the frame's pixels and palette and nothing else.
-
-    ``copy()`` builds a plain Image from the pixel core (no EXIF cache, no PNG text, no JPEG
-    markers); its ``info`` is then replaced, keeping only transparency, which is pixel meaning.
-    Encoders read ``info`` as defaults (JPEG comment, PNG ICC, every GIF key), so it must go.
-    """
-    clean = frame.copy()
-    clean.info = {key: frame.info[key] for key in ("transparency",) if key in frame.info}
-    return clean
-
-
 def strip_metadata(job: ImageJob) -> ImageJob:
     """Keep only pixels: colour profile baked in, then every metadata block left behind."""
-    job.frames = [_pixels_only(_to_srgb(frame)) for frame in job.frames]
+    job.frames = [pixels_only(to_srgb(frame)) for frame in job.frames]
     job.close()  # the decoder's buffers are no longer needed; release them early
     return job
 
@@ -359,7 +309,7 @@ def write_image_info(job: ImageJob) -> ImageJob:
 
 
 IMAGE_STEPS = (
-    open_image, check_budgets, decode_frames, inventory_metadata, orient_frames,
+    check_structure, open_image, check_budgets, decode_frames, inventory_metadata, orient_frames,
     strip_metadata, write_sanitized, write_thumbnails, write_image_info,
 )
 
@@ -369,4 +319,6 @@ def process_image(src: Path, out_dir: Path, limits: ImageLimits, deadline: float
 
     On any failure the files written so far are removed and the error propagates.
     """
-    return run_pipeline(IMAGE_STEPS, ImageJob(src=src, out_dir=out_dir, limits=limits), deadline)
+    with pillow_bomb_limit(limits.max_pixels):
+        return run_pipeline(IMAGE_STEPS, ImageJob(src=src, out_dir=out_dir, limits=limits), deadline)
+
