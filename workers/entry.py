@@ -46,7 +46,7 @@ def _reconcile_forever(ctx: context.WorkerContext, stop: threading.Event) -> Non
     interval = ctx.settings.queue.reconcile_interval_seconds
     while not stop.is_set():
         try:
-            report = reconcile(ctx.settings, ctx.sessions, ctx.queue)
+            report = reconcile(ctx.settings, ctx.sessions, ctx.queue, store=ctx.store, audit=ctx.audit)
             if report.changed:
                 log.info(report.summary())
         except Exception:  # noqa: BLE001 - keep reconciling after a failed round

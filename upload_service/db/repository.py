@@ -71,9 +71,10 @@ def upload_events(upload_id: str, actions: Sequence[str]) -> Select[tuple[int]]:
     return select(AuditEventRow.id).where(AuditEventRow.upload_id == upload_id, AuditEventRow.action.in_(list(actions)))
 
 
-def delete_upload(session: Session, upload: Upload) -> None:
+def delete_upload(session: Session, upload: Upload) -> bool:
+    """The row and its artifact rows; False if another deleter removed it first."""
     session.execute(delete(Artifact).where(Artifact.upload_id == upload.id))
-    session.delete(upload)
+    return session.execute(delete(Upload).where(Upload.id == upload.id)).rowcount > 0
 
 
 def set_status(

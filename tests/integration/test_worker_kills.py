@@ -1,0 +1,125 @@
+"""A work-horse SIGKILLed at each point between its claim and its last write never loses the
+terminal audit event, nor writes it twice: status changes and their events commit together.
+
+Each case holds the real RQ work-horse of a real ``upload-service worker`` process at a fail
+point, checks that the held process is the worker's forked child, SIGKILLs it, and lets RQ's
+retry (or the reconciler) finish the job. Afterwards the upload is ``done`` (or ``failed``),
+its terminal event exists exactly once, and the tenant's hash chain verifies."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests import samples
+from tests.fixtures.app import Client, LiveServer
+from tests.fixtures.workers import run_jobs_in_process, wait_for_status
+from tests.integration.workerfaults import (  # noqa: F401 - failpoints is a fixture
+    FailPoints,
+    assert_chain_verifies,
+    audit_actions,
+    failpoints,
+    kill_work_horse,
+    stored_keys,
+)
+from upload_service.db import repository
+from upload_service.db.engine import session_scope
+from upload_service.devstack.process import ManagedProcess
+from upload_service.jobqueue import JobQueue, connect
+from upload_service.media import kind_of
+
+#: Every point between the claim and the last write; "pipeline" is killed while it runs.
+POINTS = ["claimed", "pipeline", "artifacts_stored", "manifest_stored", "finished"]
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Client:
+    return server.client()
+
+
+def upload(client: Client, data: bytes, filename: str) -> str:
+    response = client.upload(data, filename)
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def kill_at(
+    server: LiveServer, client: Client, worker: ManagedProcess, failpoints: FailPoints, upload_id: str, point: str
+) -> None:
+    if point == "pipeline":
+        failpoints.wait_held(upload_id, "before_pipeline")
+        failpoints.release(upload_id, "before_pipeline")
+        horse = int((failpoints.directory / f"{upload_id}.before_pipeline.held").read_text())
+        time.sleep(0.4)  # the pipeline of this image takes over a second
+        assert stored_keys(server, client, upload_id)["artifacts"] == [], "killed too late: artifacts already stored"
+        kill_work_horse(worker, horse)
+        assert stored_keys(server, client, upload_id)["artifacts"] == []
+        return
+    horse = failpoints.wait_held(upload_id, point)
+    kill_work_horse(worker, horse)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", POINTS)
+def test_a_work_horse_killed_at_each_point_loses_no_terminal_event(
+    server: LiveServer,
+    client: Client,
+    worker_process: Callable[[], ManagedProcess],
+    failpoints: FailPoints,  # noqa: F811
+    point: str,
+) -> None:
+    upload_id = upload(client, samples.noisy_jpeg_bytes(3000, 2000), "photo.jpg")
+    failpoints.arm(upload_id, "before_pipeline" if point == "pipeline" else point)
+    worker = worker_process()
+    kill_at(server, client, worker, failpoints, upload_id, point)
+    record = wait_for_status(client, upload_id, {"done", "failed"}, timeout=90)
+    assert record["status"] == "done", record
+    keys = stored_keys(server, client, upload_id)["artifacts"]
+    assert sorted(keys) == sorted(a["key"] for a in record["artifacts"])
+    assert f"{client.tenant}/{upload_id}/manifest.json" in keys
+    actions = audit_actions(server, upload_id)
+    assert actions.count("processing:done") == 1, actions
+    assert "processing:failed" not in actions, actions
+    # A kill before the terminal commit means a second claim (a second processing:started).
+    assert actions.count("processing:started") == (1 if point == "finished" else 2), actions
+    assert_chain_verifies(server, client.tenant)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["claimed", "finished"])
+def test_a_failing_file_killed_at_its_claim_or_its_end_is_failed_once(
+    server: LiveServer,
+    client: Client,
+    worker_process: Callable[[], ManagedProcess],
+    failpoints: FailPoints,  # noqa: F811
+    point: str,
+) -> None:
+    upload_id = upload(client, samples.truncated_pdf_bytes(), "broken.pdf")
+    failpoints.arm(upload_id, point)
+    worker = worker_process()
+    kill_at(server, client, worker, failpoints, upload_id, point)
+    record = wait_for_status(client, upload_id, {"done", "failed"}, timeout=90)
+    assert record["status"] == "failed" and record["error"]["code"] == "PDF_CORRUPT", record
+    actions = audit_actions(server, upload_id)
+    assert actions.count("processing:failed") == 1, actions
+    assert "processing:done" not in actions, actions
+    assert_chain_verifies(server, client.tenant)
+
+
+def test_a_terminal_upload_without_its_event_gets_it_once(server: LiveServer, client: Client) -> None:
+    """Rows left by a run from before status and event shared a transaction: the next run of the
+    job finds the upload done without ``processing:done`` and writes it, once."""
+    upload_id = upload(client, samples.png_bytes(), "a.png")
+    with session_scope(server.sessions) as session:
+        repository.set_status(session, upload_id, "done")  # as if killed between status and event
+    queue = JobQueue(connect(server.settings.redis), server.settings.queue)
+    for _ in range(2):
+        queue.drop_job(upload_id)
+        queue.enqueue_processing(upload_id, kind_of("image/png"))
+        run_jobs_in_process(server)
+    actions = audit_actions(server, upload_id)
+    assert actions.count("processing:done") == 1, actions
+    assert "processing:started" not in actions
+    assert_chain_verifies(server, client.tenant)
