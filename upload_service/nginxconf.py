@@ -248,6 +248,11 @@ def enforcement_rows(settings: Settings) -> list[Enforcement]:
         ("nginx", "limit_req uploads", f"{n.upload_rate} burst {n.upload_burst}", f"429 RATE_LIMITED {nginx_json}"),
         ("nginx", "limit_req other routes", f"{n.api_rate} burst {n.api_burst}", f"429 RATE_LIMITED {nginx_json}"),
         ("nginx", "limit_conn per client", str(n.conn_per_client), f"429 RATE_LIMITED {nginx_json}"),
+        (
+            "nginx", "client address for limits, logs, audit",
+            f"{n.real_ip_header} from {', '.join(n.real_ip_from)}" if n.real_ip_from else "the TCP peer",
+            "behind a load balancer, set nginx.real_ip_from or every client shares its bucket",
+        ),
         ("nginx", "header buffers", n.large_client_header_buffers, f"431 HEADERS_TOO_LARGE {nginx_json}"),
         ("nginx", "upstreams", ", ".join(n.upstreams), f"502 UPSTREAM_UNAVAILABLE {nginx_json} when none answers"),
         ("nginx", f"public {', '.join(INTERNAL_PATHS)}", n.internal_listen or "not served", f"404 NOT_FOUND {nginx_json}"),

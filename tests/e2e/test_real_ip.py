@@ -90,3 +90,15 @@ def test_the_audit_trail_records_the_real_client(front: NginxFront, server: Live
     assert audit_client_addr(server, rid_lb) == "198.51.100.20"
     assert audit_client_addr(server, rid_spoof) == STRANGER
     assert audit_client_addr(server, rid_direct) == STRANGER
+
+
+
+def test_a_spoofed_header_line_before_the_balancers_own_is_not_believed(front: NginxFront) -> None:
+    """Some balancers add their own X-Forwarded-For line instead of appending to the client's:
+    nginx joins the lines and walks from the right, so the balancer's line wins."""
+    with front.variant(real_ip_from=[f"{BALANCER}/32"]) as lb:
+        request_id = new_request_id("realip")
+        headers = [("X-Request-ID", request_id), ("X-Forwarded-For", "198.51.100.66"), ("X-Forwarded-For", "198.51.100.77")]
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=BALANCER), timeout=10) as client:
+            assert client.get(lb.url + "/livez", headers=headers).status_code == 200
+        assert lb.access_entry(request_id)["remote_addr"] == "198.51.100.77"
