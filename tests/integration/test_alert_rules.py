@@ -88,6 +88,17 @@ def test_promtool_accepts_the_rules() -> None:
     assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
 
 
+def test_the_alerts_fire_on_synthetic_series() -> None:
+    """deploy/prometheus/alerts.test.yml: each alert fires (with its labels and rendered
+    annotations) on series shaped like a real incident, and a healthy one stays quiet."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing (Debian: apt-get install prometheus)"
+    result = subprocess.run(
+        [promtool, "test", "rules", "alerts.test.yml"], cwd=ALERTS.parent, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
+
+
 def test_the_rules_cover_what_operators_need() -> None:
     exprs = {rule["alert"]: rule["expr"] for rule in alert_rules()}
     needs = {
