@@ -3,11 +3,11 @@
 Steps: open_pdf → check_page_budget → remove_active_content → save_sanitized →
 render_thumbnail → write_pdf_info.
 
-Active content hides in nested direct dictionaries (``/Names/JavaScript``, an annotation's
-``/A``, ``/AcroForm/XFA``, a page's ``/AA``), so a scan of top-level keys misses it: every object
-reachable from the trailer is walked. Saving writes only objects still reachable, so the streams
-of removed scripts and embedded files do not reach ``sanitized.pdf``. The thumbnail is rendered
-from the sanitized file, so the renderer never sees what was removed.
+What counts as active content, and the allow-lists that decide it, live in
+``workers.pipelines.pdfactive``: every object reachable from the trailer is walked and only
+actions, annotations and name trees known to be inert are kept. Saving writes only objects still
+reachable, so the streams of removed scripts and embedded files do not reach ``sanitized.pdf``.
+The thumbnail is rendered from the sanitized file, so the renderer never sees what was removed.
 """
 
 from __future__ import annotations
@@ -24,19 +24,8 @@ from workers.pipelines.base import (
     THUMBNAIL_WEBP_METHOD, ArtifactFile, PipelineResult, ProcessingError,
     run_pipeline, write_info,
 )
+from workers.pipelines.pdfactive import strip_active_content
 
-# Keys whose value is active content wherever they appear.
-ACTIVE_KEYS = frozenset({
-    "/JavaScript", "/JS", "/OpenAction", "/AA", "/Launch", "/EmbeddedFiles", "/EF",
-    "/RichMedia", "/XFA", "/SubmitForm", "/ImportData", "/GoToR",
-})
-# Action types (``/S``) removed together with the action dictionary that holds them.
-ACTIVE_ACTIONS = frozenset({
-    "/JavaScript", "/Launch", "/SubmitForm", "/ImportData", "/GoToR", "/GoToE",
-    "/RichMediaExecute",
-})
-# Annotation subtypes removed whole: they exist to carry a file or a player.
-ACTIVE_ANNOTATIONS = frozenset({"/FileAttachment", "/RichMedia"})
 _MAX_INFO_TEXT = 1000
 
 
@@ -81,7 +70,7 @@ def open_pdf(job: PdfJob) -> PdfJob:
     """Open with qpdf, which rebuilds a damaged cross-reference table when it can.
 
     A file that needs a password fails; one encrypted with an empty user password (permission
-    flags only) opens, and is saved without encryption, so ``/Encrypt`` is reported removed.
+    flags only) opens, and is saved without encryption, so ``encryption`` is reported removed.
     """
     try:
         job.pdf = pikepdf.open(job.src)
@@ -90,7 +79,7 @@ def open_pdf(job: PdfJob) -> PdfJob:
     except pikepdf.PdfError as exc:
         raise ProcessingError("PDF_CORRUPT", internal=str(exc)) from exc
     if job.pdf.is_encrypted:
-        job.removed.add("/Encrypt")
+        job.removed.add("encryption")
     return job
 
 
@@ -107,99 +96,9 @@ def check_page_budget(job: PdfJob) -> PdfJob:
     return job
 
 
-def _is_container(obj: Any) -> bool:
-    return isinstance(obj, (pikepdf.Dictionary, pikepdf.Stream, pikepdf.Array))
-
-
-def _active_reason(obj: Any) -> str | None:
-    """``Launch`` for an action to drop, ``FileAttachment`` for an annotation, else None."""
-    if not isinstance(obj, pikepdf.Dictionary):
-        return None
-    action, subtype = str(obj.get("/S", "")), str(obj.get("/Subtype", ""))
-    if action in ACTIVE_ACTIONS:
-        return action[1:]
-    if subtype in ACTIVE_ANNOTATIONS:
-        return subtype[1:]
-    return None
-
-
-def _role(obj: Any, via: str) -> str:
-    """A short label prefix saying where a key was found: ``""`` for the catalog, ``/Page``,
-    ``/Annot``, or else the key the object was reached by (``/Names``, ``/AcroForm``...)."""
-    kind = str(obj.get("/Type", ""))
-    if kind == "/Catalog":
-        return ""
-    if kind == "/Page":
-        return "/Page"
-    if kind == "/Annot" or via == "/Annots":
-        return "/Annot"
-    return via
-
-
-def _clean_dictionary(obj: Any, via: str, removed: set[str]) -> list[tuple[Any, str]]:
-    """Drop active keys and active child actions of one dictionary or stream; return the
-    children left to walk."""
-    role = _role(obj, via)
-    children: list[tuple[Any, str]] = []
-    for key in list(obj.keys()):
-        if key in ACTIVE_KEYS:
-            del obj[key]
-            removed.add(f"{role}{key}")
-            continue
-        value = obj.get(key)
-        reason = _active_reason(value)
-        if reason is not None:
-            del obj[key]
-            removed.add(f"{role}{key}:{reason}")
-        elif _is_container(value):
-            children.append((value, key))
-    return children
-
-
-def _clean_array(obj: Any, via: str, removed: set[str]) -> list[tuple[Any, str]]:
-    """Drop active actions and annotations from an array (``/Annots``, ``/Next``...)."""
-    role = "/Annot" if via == "/Annots" else via
-    children: list[tuple[Any, str]] = []
-    for index in reversed(range(len(obj))):
-        value = obj[index]
-        reason = _active_reason(value)
-        if reason is not None:
-            del obj[index]
-            removed.add(f"{role}:{reason}")
-        elif _is_container(value):
-            children.append((value, via))
-    return children
-
-
-def strip_active_content(pdf: pikepdf.Pdf) -> set[str]:
-    """Remove active content from everything reachable from the trailer and from each page
-    (qpdf may have rebuilt the page tree); return labels of what was removed.
-
-    An explicit stack, not recursion, so a deeply nested hostile file cannot exhaust Python's
-    recursion limit; indirect objects are visited once (by object/generation number), which
-    also breaks reference cycles such as ``/Parent`` links. Direct objects cannot form cycles.
-    A parent always inspects its children, even already visited ones, so an action shared by two
-    parents is unlinked from both.
-    """
-    removed: set[str] = set()
-    seen: set[tuple[int, int]] = set()
-    stack: list[tuple[Any, str]] = [(page.obj, "") for page in reversed(pdf.pages)]
-    stack.append((pdf.trailer, ""))
-    while stack:
-        obj, via = stack.pop()
-        if obj.is_indirect:
-            if obj.objgen in seen:
-                continue
-            seen.add(obj.objgen)
-        if isinstance(obj, pikepdf.Array):
-            stack.extend(_clean_array(obj, via, removed))
-        else:
-            stack.extend(_clean_dictionary(obj, via, removed))
-    return removed
-
-
 def remove_active_content(job: PdfJob) -> PdfJob:
-    """Walk the whole document and drop scripts, actions, embedded files and forms' XFA."""
+    """Walk the whole document and drop every action, annotation and name tree that is not
+    on the allow-lists (scripts, launches, embedded files, media, 3D, XFA, unsafe links)."""
     try:
         job.removed |= strip_active_content(job.opened())
     except pikepdf.PdfError as exc:
