@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from upload_service.api.auditing import flush_task, note
+from upload_service.api.artifact_links import LINK_RESPONSE, artifact_link_response, link_expiry, wants_json
 from upload_service.api.jsonbody import BoundedJsonRoute
 from upload_service.api.deps import PrincipalDep, RequestIdDep, ServicesDep, SessionDep
 from upload_service.api.errors import audit_unexpected_errors_as
@@ -182,10 +183,13 @@ def delete_upload(
     return Response(status_code=204, background=flush_task(request))
 
 
-@router.get("/{upload_id}/artifacts/{name}", status_code=307)
+@router.get("/{upload_id}/artifacts/{name}", status_code=307, responses=LINK_RESPONSE)
 def artifact_redirect(
-    request: Request, upload_id: str, name: str, services: ServicesDep, principal: PrincipalDep, session: SessionDep
-) -> RedirectResponse:
+    request: Request, upload_id: str, name: str, services: ServicesDep, principal: PrincipalDep, session: SessionDep,
+    redirect: Annotated[bool, Query(description="false: answer {url, expires_at} instead of a 307")] = True,
+) -> Response:
+    expires_at = link_expiry(services.settings.storage.presign_ttl_seconds)
     url = services.uploads.artifact_url(session, principal, upload_id, name)
     note(request, AuditAction.ARTIFACT_URL_ISSUED, "success", upload_id=upload_id, details={"artifact": name})
-    return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"}, background=flush_task(request))
+    as_json = wants_json(redirect, request.headers.get("accept"))
+    return artifact_link_response(url, expires_at, as_json=as_json, background=flush_task(request))

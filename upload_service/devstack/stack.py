@@ -261,7 +261,10 @@ def _run(workdir: Path, started: list[ManagedProcess], made: list[Path]) -> int:
     from upload_service.storage import build_object_store
 
     upgrade_to_head(settings.database)
-    build_object_store(settings.storage).ensure_buckets()
+    store = build_object_store(settings.storage)
+    store.ensure_buckets()
+    if settings.cors.allow_origins:  # pages of these origins may fetch() artifacts' presigned URLs
+        store.allow_browser_gets(settings.cors.allow_origins, max_age_seconds=settings.cors.max_age)  # type: ignore[attr-defined]
     key = ensure_dev_key(settings, workdir / DEV_KEY_FILE)
 
     _start(started, api_process(settings, workdir, api_socket))

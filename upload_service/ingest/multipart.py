@@ -158,7 +158,12 @@ class MultipartReader:
             if self._file is not None:
                 raise ServiceError(ErrorCode.TOO_MANY_FILES, "exactly one file may be uploaded per request")
             if part.name != FILE_FIELD:
-                raise ServiceError(ErrorCode.MISSING_FILE, f"the file part must be named '{FILE_FIELD}'")
+                # Uppy's bundle mode sends ``files[]``: one file per request here, named ``file``.
+                raise ServiceError(
+                    ErrorCode.MISSING_FILE,
+                    f"the file part must be named '{FILE_FIELD}', not '{part.name[:64]}': one file per request"
+                    " (Uppy XHRUpload: bundle: false, fieldName: 'file')",
+                )
             decoded = filename.decode("utf-8", "replace") if filename is not None else None
             part.sink = self._file = self._open_file(decoded, part.headers.get("content-type"))
         else:

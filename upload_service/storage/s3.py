@@ -152,6 +152,20 @@ class S3ObjectStore:
             multipart_threshold=settings.multipart_threshold_bytes,
             multipart_chunksize=settings.multipart_threshold_bytes,
         )
+        # Presigned URLs are signed for the host clients reach (SigV4 signs Host): a second
+        # client on ``public_endpoint_url``, used only to sign (it never sends a request).
+        self._presigner: Any = self._client
+        if settings.public_endpoint_url and settings.public_endpoint_url != settings.endpoint_url:
+            self._presigner = session.client(
+                "s3",
+                endpoint_url=settings.public_endpoint_url,
+                region_name=settings.region,
+                aws_access_key_id=(settings.access_key_id.get_secret_value() if settings.access_key_id else None),
+                aws_secret_access_key=(
+                    settings.secret_access_key.get_secret_value() if settings.secret_access_key else None
+                ),
+                config=Config(s3={"addressing_style": settings.addressing_style}, signature_version="s3v4"),
+            )
 
     def __repr__(self) -> str:
         return f"S3ObjectStore(endpoint={self._settings.endpoint_url!r}, region={self._settings.region!r})"
@@ -281,7 +295,7 @@ class S3ObjectStore:
         if ttl_seconds < 1 or ttl_seconds > 7 * 24 * 3600:
             raise ValueError("ttl_seconds must be between 1 s and 7 days (the SigV4 maximum)")
         with _translated("presign_get", bucket, key):
-            url: str = self._client.generate_presigned_url(
+            url: str = self._presigner.generate_presigned_url(
                 "get_object",
                 Params={"Bucket": bucket, "Key": key, "ResponseContentDisposition": content_disposition(key)},
                 ExpiresIn=ttl_seconds,
@@ -289,6 +303,25 @@ class S3ObjectStore:
         return url
 
     # -- buckets and health ---------------------------------------------------------------
+
+    def allow_browser_gets(self, origins: list[str], *, max_age_seconds: int = 600) -> None:
+        """Let pages of ``origins`` ``fetch()`` artifacts through presigned URLs (the artifacts
+        bucket's CORS: GET and HEAD only; no origins removes it). An ``<img>`` needs none of
+        this; a page reading the bytes (canvas, fetch) does. For local and dev stacks: in
+        production the bucket's owner sets its CORS."""
+        bucket = self._settings.artifacts_bucket
+        with _translated("put_bucket_cors", bucket, ignore_codes={"NoSuchCORSConfiguration"}):
+            if not origins:
+                self._client.delete_bucket_cors(Bucket=bucket)
+                return
+            rule = {
+                "AllowedOrigins": list(origins),
+                "AllowedMethods": ["GET", "HEAD"],
+                "AllowedHeaders": ["*"],
+                "ExposeHeaders": ["ETag", "Content-Length", "Content-Type"],
+                "MaxAgeSeconds": max_age_seconds,
+            }
+            self._client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [rule]})
 
     def ensure_buckets(self) -> None:
         """Create both buckets unless they exist; HEAD first, so that pre-provisioned buckets
