@@ -63,8 +63,10 @@ def create_app(settings: Settings) -> FastAPI:
         title="upload-service",
         version="1.0",
         lifespan=lifespan,
-        docs_url="/docs",  # Swagger UI; nginx serves it on the internal listener only
-        redoc_url=None,
+        # The API reference: ReDoc (no inline script, so a strict CSP can allow it); nginx serves
+        # it, and /openapi.json, on its internal listener only.
+        docs_url=None,
+        redoc_url="/docs",
     )
     app.cors = settings.cors
     install_error_handlers(app)

@@ -38,6 +38,14 @@ UPLOAD_PATH = "/v1/uploads"
 INTERNAL_PATHS = ("/metrics", "/v1/audit", "/admin", "/health", "/docs", "/openapi.json")
 HEALTH_PATHS = ("/livez", "/readyz")
 CSP = "default-src 'none'; frame-ancestors 'none'"
+#: The API reference (ReDoc, on the internal listener only): its bundle, styles and fonts come
+#: from their CDNs, the document from ``/openapi.json`` on the same listener.
+DOCS_PATH = "/docs"
+DOCS_CSP = (
+    "default-src 'none'; script-src https://cdn.jsdelivr.net; style-src 'unsafe-inline' https://fonts.googleapis.com; "
+    "font-src https://fonts.gstatic.com; img-src 'self' data: https:; connect-src 'self'; worker-src blob:; "
+    "frame-ancestors 'none'"
+)
 
 _UPSTREAM = re.compile(r"^(unix:/[^\s;{}'\"#]+|[A-Za-z0-9.-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5})$")
 _LISTEN = re.compile(r"^(unix:/[^\s;{}'\"#]+|[A-Za-z0-9.-]+:\d{1,5}|\[[0-9A-Fa-f:.]+\]:\d{1,5}|\d{1,5})$")
@@ -202,6 +210,8 @@ def render_nginx_config(
         tls=n.tls_certificate is not None,
         listen=f"{n.listen_host}:{n.listen_port}",
         csp=CSP,
+        docs_path=DOCS_PATH,
+        docs_csp=DOCS_CSP,
         request_id_pattern=REQUEST_ID_PATTERN,
         upload_path=UPLOAD_PATH,
         internal_paths=list(INTERNAL_PATHS),

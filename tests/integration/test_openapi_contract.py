@@ -20,6 +20,7 @@ import pytest
 from tests import samples
 from tests.fixtures.app import Client, LiveServer
 from tests.fixtures.nginx import NginxFront
+from upload_service.nginxconf import CSP
 
 Send = Callable[[], httpx.Response]
 
@@ -128,4 +129,15 @@ def test_the_docs_ui_is_not_public_but_is_internal(front: NginxFront, server: Li
             assert httpx.get(both.url + path, timeout=10).status_code == 404
             inside = httpx.get(f"http://{internal}{path}", timeout=10)
             assert inside.status_code == 200, (path, inside.text[:200])
-        assert "swagger" in httpx.get(f"http://{internal}/docs", timeout=10).text.lower()
+        page = httpx.get(f"http://{internal}/docs", timeout=10)
+        assert "<redoc spec-url=\"/openapi.json\">" in page.text
+        # The page's strict CSP allows exactly what it loads: its script's origin, no inline script.
+        policy = dict(p.strip().split(" ", 1) for p in page.headers["content-security-policy"].split(";"))
+        scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page.text, re.S)
+        assert scripts and all(not body.strip() for _, body in scripts)
+        for attributes, _ in scripts:
+            src = re.search(r'src="(https://[^/"]+)/', attributes)
+            assert src and src.group(1) in policy["script-src"].split(), attributes
+        assert policy["default-src"] == "'none'" and policy["connect-src"] == "'self'"
+        public_page = httpx.get(both.url + "/livez", timeout=10)
+        assert public_page.headers["content-security-policy"] == CSP  # the strict one everywhere else
