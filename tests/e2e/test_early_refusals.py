@@ -248,6 +248,9 @@ def test_an_early_refusal_reaches_the_client_every_time(stack: Stack, case: Case
     with Path(os.environ.get("EARLY_REFUSAL_REPORT", os.devnull)).open("a") as out:
         out.write(report + "\n")
     assert all(o.status == case.status and o.code == case.code for o in outcomes), report
+    if size >= 50 * MiB:
+        # nginx forwarded the answer while the client was still sending: it never had to send it all.
+        assert not any(o.finished_sending for o in outcomes), report
 
 
 @pytest.mark.parametrize("size", OTHER_SIZES, ids=[f"{s // KiB}KiB" for s in OTHER_SIZES])
@@ -313,6 +316,15 @@ def test_a_refused_client_that_stops_sending_is_closed_after_the_idle_bound(ling
     with sock:
         seconds, _ = seconds_until_closed(sock, started)
     assert LINGER_IDLE_SECONDS * 0.8 <= seconds < LINGER_IDLE_SECONDS + 1.0, seconds
+
+
+def test_a_refused_client_that_waits_for_100_continue_is_closed_at_once(lingering_api: LiveServer) -> None:
+    """Answered before the app read anything, a client that sent ``Expect: 100-continue`` never
+    sends its body: the answer comes without a ``100 Continue`` and nothing is waited for."""
+    sock, started = open_refused(lingering_api, {"Content-Length": str(10 * MiB), "Expect": "100-continue"}, b"")
+    with sock:
+        seconds, _ = seconds_until_closed(sock, started)
+    assert seconds < LINGER_IDLE_SECONDS / 2, seconds
 
 
 def test_a_refused_client_that_trickles_on_is_closed_after_the_time_bound(lingering_api: LiveServer) -> None:
