@@ -17,7 +17,7 @@ from upload_service.api.openapi import FRONT_ERRORS, api_routes, error_codes, ne
 from upload_service.app import create_app
 from upload_service.db.models import VISIBLE_STATUSES
 from upload_service.errors import ErrorCode
-from upload_service.nginxconf import INTERNAL_PATHS, render_nginx_config
+from upload_service.nginxconf import DOCS_CSP, INTERNAL_PATHS, render_nginx_config
 from upload_service.settings import Settings
 
 ERROR_REF = "#/components/schemas/ErrorResponse"
@@ -155,4 +155,6 @@ def test_docs_ui_is_served_by_the_app_but_only_on_nginxs_internal_listener(app: 
     public_server, internal_server = public.split("# The internal listener")
     for path in ("/docs", "/openapi.json"):
         assert re.search(r"location \^~ " + re.escape(path) + r" \{\s*return 404;", public_server), path
-        assert re.search(r"location \^~ " + re.escape(path) + r" \{\s*proxy_pass", internal_server), path
+        assert re.search(r"location \^~ " + re.escape(path) + r" \{[^}]*proxy_pass http://upload_api;", internal_server), path
+    docs = re.search(r"location \^~ /docs \{([^}]*)\}", internal_server)
+    assert docs and f'Content-Security-Policy "{DOCS_CSP}"' in docs.group(1)
