@@ -34,7 +34,7 @@ DEFAULT_PREFIX = Path(".")
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{8,128}$"
 UPLOAD_PATH = "/v1/uploads"
 #: Refused (404) on the public listener; proxied on ``nginx.internal_listen`` when set.
-#: ``/docs`` (Swagger UI) and ``/openapi.json`` it reads are for operators, like the rest.
+#: ``/docs`` (the ReDoc API reference) and ``/openapi.json`` it reads are for operators, like the rest.
 INTERNAL_PATHS = ("/metrics", "/v1/audit", "/admin", "/health", "/docs", "/openapi.json")
 HEALTH_PATHS = ("/livez", "/readyz")
 CSP = "default-src 'none'; frame-ancestors 'none'"
