@@ -394,6 +394,12 @@ def link_pa(pdf: pikepdf.Pdf) -> None:
                PA=_uri("javascript:alert(document.domain)"))
 
 
+def navigation_node(pdf: pikepdf.Pdf) -> None:
+    """Sub-page navigation (presentation steps): actions run on next and previous."""
+    pdf.pages[0].obj.PresSteps = Dictionary(
+        Type=Name.NavNode, NA=_js("next step"), PA=_action("/Launch", F=String("calc.exe")))
+
+
 HOSTILE: list[tuple[str, Builder, list[str]]] = [
     ("open_action_js_then_launch", open_action_js_then_launch,
      ["action:JavaScript", "action:Launch", "trigger:OpenAction"]),
@@ -427,6 +433,7 @@ HOSTILE: list[tuple[str, Builder, list[str]]] = [
         "action:Thread", "action:Trans", "action:other"]),
     ("deep_nesting", deep_nesting, ["action:JavaScript"]),
     ("link_pa_javascript", link_pa, ["action:URI(javascript)"]),
+    ("navigation_node", navigation_node, ["action:JavaScript", "action:Launch"]),
     ("uri_javascript", _link(lambda: _uri("javascript:app.alert(1)")), ["action:URI(javascript)"]),
     ("uri_javascript_case_and_space", _link(lambda: _uri(" \x00\t JaVaScRiPt:alert(2)")),
      ["action:URI(javascript)"]),
