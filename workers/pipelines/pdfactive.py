@@ -55,6 +55,7 @@ KNOWN_NAME_TREES = ALLOWED_NAME_TREES | {
     "/AlternatePresentations", "/Renditions",
 }
 _LABELLED_SCHEMES = frozenset({"javascript", "vbscript", "file", "data", "ftp", "smb"})
+_SKELETON = frozenset({"/StructElem", "/Catalog", "/Pages", "/Page"})
 
 # Keys holding an action (or the head of a chain), besides ``/OpenAction``. ``/Next`` is also
 # an outline item's sibling, which has no ``/S`` and so is no action.
@@ -143,8 +144,10 @@ def _known(name: str | None, vocabulary: frozenset[str]) -> str:
     return name[1:] if name in vocabulary else "other"
 
 
-def _is_struct_element(obj: Any) -> bool:
-    return _name(obj, "/Type") == "/StructElem" or ("/P" in obj and "/K" in obj)
+def _is_structure(obj: Any) -> bool:
+    """A structure element (whose ``/S`` is its role) or a node of the document's skeleton:
+    never unlinked as an action, which would drop pages; its keys are judged as usual."""
+    return _name(obj, "/Type") in _SKELETON or ("/P" in obj and "/K" in obj)
 
 
 def _looks_like_action(obj: Any, in_slot: bool) -> bool:
@@ -157,7 +160,7 @@ def _looks_like_action(obj: Any, in_slot: bool) -> bool:
         return True
     if in_slot:
         return "/S" in obj
-    return _name(obj, "/S") in KNOWN_ACTIONS and not _is_struct_element(obj)
+    return _name(obj, "/S") in KNOWN_ACTIONS and not _is_structure(obj)
 
 
 def _action_verdict(action: Any, trigger: bool) -> str | None:
@@ -266,7 +269,8 @@ def _judge_value(value: Any, role: str, removals: _Removals) -> str | None:
         trigger = role == _TRIGGER_CHAIN
         return (_TRIGGER if trigger else _GENERIC) if _keep_action(
             value, trigger, removals) else None
-    if _is_annotation(value, role == _ANNOTS):
+    if _is_annotation(value, role == _ANNOTS) and not (
+            role != _ANNOTS and _name(value, "/Type") in _SKELETON):
         if _name(value, "/Subtype") in ALLOWED_ANNOTATIONS:
             return _GENERIC
         _remove_annotation(value, removals)

@@ -95,7 +95,7 @@ def _is_action(key: str, obj: Any) -> bool:
     if key in SLOT_KEYS and "/S" in obj:
         return True
     return obj.get("/Type") == Name.Action or str(obj.get("/S", "")) in EVERY_ACTION and not (
-        obj.get("/Type") == Name.StructElem)
+        str(obj.get("/Type", "")) in {"/StructElem", "/Catalog", "/Pages", "/Page"})
 
 
 def findings(pdf: pikepdf.Pdf) -> list[str]:
@@ -767,6 +767,22 @@ def test_structure_and_border_styles_named_like_actions_are_not_touched() -> Non
 
     assert strip_active_content(pdf) == set()
     assert pdf.Root.StructTreeRoot.K.S == Name.Link
+
+
+def test_a_page_or_catalog_dressed_as_an_action_is_not_unlinked(tmp_path: Path) -> None:
+    """A stray ``/S /JavaScript`` on the skeleton must not drop pages or the catalog; the
+    script itself still goes."""
+    pdf = _new_document()
+    for node in (pdf.Root, pdf.pages[1].obj):
+        node.S = Name.JavaScript
+        node.JS = String(f"{MARKER} skeleton")
+    pdf.pages[0].obj.Subtype = Name("/3D")
+
+    result = _process(tmp_path, _bytes(pdf))
+
+    assert result.info["removed"] == ["script:JS"]
+    assert _page_texts(_sanitized(result)) == list(PAGE_TEXTS)
+    assert MARKER.encode() not in _sanitized(result).read_bytes()
 
 
 def test_many_annotations_are_walked_in_one_pass(tmp_path: Path) -> None:
