@@ -101,6 +101,6 @@ def test_docker_compose_file_validates_against_the_compose_spec() -> None:
 
 def test_docker_compose_commits_no_secret_defaults() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
-    for name in ("POSTGRES_PASSWORD", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"):
+    for name in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "S3_API_ACCESS_KEY_ID", "S3_WORKER_SECRET_ACCESS_KEY"):
         assert f"${{{name}:?set {name}}}" in text
         assert f"${{{name}:-" not in text
