@@ -172,14 +172,22 @@ def _http_get_json(port: int, path: str) -> dict[str, Any]:
 
 
 def seaweed_process(
-    workdir: Path, access_key: str, secret_key: str, *, port: int | None = None, weed: str | None = None
+    workdir: Path,
+    access_key: str,
+    secret_key: str,
+    *,
+    port: int | None = None,
+    weed: str | None = None,
+    s3_config: Path | None = None,
 ) -> tuple[ManagedProcess, str]:
     """A not-yet-started ``weed mini`` in ``workdir`` and its endpoint ``http://127.0.0.1:PORT``.
 
     ``port`` pins the S3 port (the local run takes it from ``storage.endpoint_url``, and a
     stable port keeps the master's state directory, ``data/m<port>``, across runs); master,
     volume, filer and admin then use ``port+1 .. port+4``, and gRPC each of those + 10000.
-    Without it a free block is picked (tests).
+    Without it a free block is picked (tests). ``s3_config`` is a SeaweedFS identities file
+    (``-s3.config``, e.g. docker-compose.yml's per-role users); it should also list
+    ``access_key`` (the readiness probe signs with it).
 
     Ready means: the S3 port answers HTTP, the master has registered every volume on disk, and
     an authenticated request with these credentials is accepted (a 403 keeps it "not ready" and
@@ -222,6 +230,8 @@ def seaweed_process(
         f"-s3.localSocket={workdir / 's3.sock'}",
         "-disableHttp",
     ]
+    if s3_config is not None:
+        argv.append(f"-s3.config={Path(s3_config).resolve()}")
     write_security_config(workdir)
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
