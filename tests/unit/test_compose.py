@@ -241,3 +241,22 @@ def test_each_role_has_its_own_s3_identity(model: dict[str, Any]) -> None:
     worker = by_key[SECRETS["S3_WORKER_ACCESS_KEY_ID"]]
     assert {a for a in worker if a.endswith(":upload-originals")} == {"Read:upload-originals"}
     assert not any(a in ("Admin", "Write", "Read", "List") for a in by_key[SECRETS["S3_API_ACCESS_KEY_ID"]] | worker)
+
+
+def test_nginx_config_renders_from_the_compose_settings(model: dict[str, Any], tmp_path: Path) -> None:
+    """What the one-shot `nginx-config` service runs, with its environment: the config nginx
+    (running wholly as its unprivileged user) loads."""
+    service = model["services"]["nginx-config"]
+    command = list(service["command"])
+    output = tmp_path / "nginx.conf"
+    command[command.index("--output") + 1] = str(output)
+    env = {"PATH": os.environ.get("PATH", os.defpath), **service["environment"]}
+    done = subprocess.run(
+        [sys.executable, "-m", "upload_service", *command[1:]], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    config = output.read_text()
+    assert "server api:8081;" in config
+    assert re.search(r"listen 0\.0\.0\.0:8080\b", config)
+    assert not re.search(r"^user ", config, flags=re.M)
+    assert "pid /var/cache/nginx/upload-service/nginx.pid;" in config  # the nginx service's tmpfs
