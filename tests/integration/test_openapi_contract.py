@@ -96,6 +96,11 @@ def test_every_status_the_api_answers_is_documented(server: LiveServer, schema: 
         (lambda: writer.request("GET", "/v1/audit"), 403),
         (lambda: httpx.get(url + "/livez"), 200),
         (lambda: httpx.get(url + "/readyz"), 200),
+        (lambda: writer.request("POST", "/v1/upload-tokens", json={"max_uploads": 2}), 201),
+        (lambda: writer.request("POST", "/v1/upload-tokens", json={"max_uploads": "many"}), 422),
+        (lambda: reader.request("POST", "/v1/upload-tokens", json={}), 403),
+        (lambda: writer.request("GET", "/v1/limits"), 200),
+        (lambda: httpx.get(url + "/v1/limits", headers=nobody), 401),
     ]
     seen = []
     for send, status in cases:
@@ -103,6 +108,18 @@ def test_every_status_the_api_answers_is_documented(server: LiveServer, schema: 
         assert response.status_code == status, (response.request.method, response.request.url.path, response.text[:300])
         seen.append(check_against(schema, response))
     assert len(set(seen)) == len(seen), "two cases prove the same thing"
+
+
+def test_load_shedding_and_an_unready_node_are_documented(server_factory: Any) -> None:
+    full = server_factory(spool={"min_free_bytes": 1 << 60})  # no disk has that much free
+    schema = httpx.get(full.url + "/openapi.json", timeout=10).json()
+    client = full.client()
+    refused = client.upload(samples.png_bytes(), "a.png")
+    unready = httpx.get(full.url + "/readyz", timeout=10)
+    assert (refused.status_code, unready.status_code) == (507, 503)
+    for response in (refused, unready):
+        check_against(schema, response)
+    assert refused.headers["retry-after"]
 
 
 def test_what_nginx_answers_itself_is_documented(front: NginxFront, server: LiveServer) -> None:

@@ -56,6 +56,9 @@ FRONT_ERRORS: tuple[ErrorCode, ...] = (
     ErrorCode.BAD_REQUEST, ErrorCode.RATE_LIMITED, ErrorCode.HEADERS_TOO_LARGE, ErrorCode.UPSTREAM_UNAVAILABLE,
 )
 
+#: Routes whose 201/202 answer names a new resource in ``Location`` (a minted token is not one).
+_CREATES_RESOURCE = {"create_upload"}
+
 #: Routes whose failure body is their own report, not an error (the probes).
 _REPORTS = {"readyz", "health"}
 
@@ -78,8 +81,8 @@ class ErrorResponse(BaseModel):
 
 class CheckReport(BaseModel):
     status: str = Field(description="ok or fail")
-    latency_ms: float
-    detail: str | None = None
+    latency_ms: float | None = Field(default=None, description="/health only (/readyz gives verdicts only)")
+    detail: str | None = Field(default=None, description="/health only")
 
 
 class HealthReport(BaseModel):
@@ -218,7 +221,7 @@ def _add_success_headers(operation: dict[str, Any], route: Any) -> None:
             continue
         headers = response.setdefault("headers", {})
         headers["X-Request-ID"] = _REQUEST_ID_HEADER
-        if status in ("201", "202"):
+        if status in ("201", "202") and route.name in _CREATES_RESOURCE:
             headers["Location"] = _header("The URL of the created resource.")
         if status.startswith("3"):
             headers["Location"] = _header("Where the resource is (a short-lived presigned URL).")
