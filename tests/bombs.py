@@ -72,6 +72,16 @@ def jpeg_with_comments(count: int) -> bytes:
     return data[:2] + b"\xff\xfe\x00\x02" * count + data[2:]
 
 
+def jpeg_with_junk_between_segments() -> bytes:
+    """A small JPEG with stray bytes before its frame header, as some cameras write: Pillow and
+    libjpeg skip them (libjpeg with a warning), so the file must still be processed."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(buf, "JPEG")
+    data = buf.getvalue()
+    sof = next(start for kind, start, _ in jpeg_segments(data) if kind == 0xC0)
+    return data[:sof] + b"junk" + data[sof:]
+
+
 def jpeg_with_frame(marker: int = 0xC0, components: int = 3) -> bytes:
     """A small baseline JPEG whose frame header is rewritten: another SOF type, or another
     component count (the rest of the file no longer matches, which the scan never reaches)."""

@@ -2,8 +2,9 @@
 
 A pipeline is a list of small named functions, each taking and returning one context dataclass
 (imgproxy's shape). The runner checks the deadline between steps, so a slow file stops at the
-next step boundary instead of running to the end; a single step that hangs is the RQ job
-timeout's business. Errors carry a machine code, a public message (never a path) and whether
+next step boundary instead of running to the end; a single step that hangs is stopped by the
+per-file child process's CPU and wall-clock limits (``workers/sandbox.py``), which also decides
+whether a timeout was the file's own budget (permanent) or the job's deadline (transient). Errors carry a machine code, a public message (never a path) and whether
 retrying could help, so the job can decide between "fail once" and "retry with backoff".
 """
 

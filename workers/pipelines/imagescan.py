@@ -137,8 +137,12 @@ def scan_jpeg(data: bytes, limits: ScanLimits) -> ImageStructure:
     pos, scans, segments = 2, 0, 0
     width = height = 0
     while pos < len(data):
-        if data[pos] != 0xFF:
-            raise _corrupt(f"JPEG marker expected at byte {pos}")
+        if data[pos] != 0xFF:  # junk between segments: Pillow and libjpeg skip it, so do we
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                break
+            segments = _count_segment(segments, limits, "JPEG markers")
+            continue
         while data[pos + 1] == 0xFF:  # fill bytes before a marker
             pos += 1
         marker = data[pos + 1]

@@ -246,7 +246,8 @@ def test_webp_animation_frames_are_counted_from_the_bytes() -> None:
     ("make", "family"),
     [
         (samples.jpeg_with_exif_gps_orientation6, "JPEG"), (lambda: bombs.progressive_jpeg(64), "JPEG"),
-        (samples.noisy_jpeg_bytes, "JPEG"), (samples.png_bytes, "PNG"), (lambda: bombs.apng(3), "PNG"),
+        (samples.noisy_jpeg_bytes, "JPEG"), (bombs.jpeg_with_junk_between_segments, "JPEG"),
+        (samples.png_bytes, "PNG"), (lambda: bombs.apng(3), "PNG"),
         (samples.gif_bytes, "GIF"), (samples.animated_gif_bytes, "GIF"), (samples.webp_bytes, "WEBP"),
         (lambda: bombs.animated_webp(3), "WEBP"),
     ],
@@ -258,6 +259,12 @@ def test_ordinary_files_pass_the_scan(make: Callable[[], bytes], family: str) ->
 
 
 # --- the sandbox itself -------------------------------------------------------------------------
+
+
+def test_a_jpeg_with_junk_between_segments_is_still_processed(sandboxed: Sandboxed) -> None:
+    result, _ = sandboxed(bombs.jpeg_with_junk_between_segments())
+
+    assert result.info["format"] == "JPEG"
 
 
 def test_memory_budget_refuses_a_file_that_needs_more(sandboxed: Sandboxed) -> None:
