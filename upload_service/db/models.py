@@ -61,6 +61,7 @@ class Upload(Base):
     __table_args__ = (
         UniqueConstraint("tenant", "idempotency_key", name="uq_uploads_tenant_idempotency_key"),
         Index("ix_uploads_status_updated", "status", "updated_at"),
+        Index("ix_uploads_tenant_created_id", "tenant", "created_at", "id"),  # GET /v1/uploads pages
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
