@@ -35,6 +35,7 @@ def metric_names(expr: str) -> set[str]:
     """The metric names a PromQL expression selects (strings, label matchers, ranges, grouping
     lists and function calls stripped)."""
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"#[^\n]*", " ", text)  # PromQL comments
     text = re.sub(r"\{[^}]*\}", " ", text)
     text = re.sub(r"\[[^\]]*\]", " ", text)
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
@@ -77,7 +78,8 @@ def exported_names(url: str) -> set[str]:
 
 def test_metric_name_extraction() -> None:
     expr = 'sum by (code) (rate(upload_x_total{outcome="rejected", code=~"A|B"}[10m] offset 1h)) / max(upload_y) > 0.2 and absent(upload_z)'
-    assert metric_names(expr) == {"upload_x_total", "upload_y", "upload_z"}
+    expr += "\n  # a comment naming words\n  or upload_w"
+    assert metric_names(expr) == {"upload_x_total", "upload_y", "upload_z", "upload_w"}
 
 
 def test_promtool_accepts_the_rules() -> None:
