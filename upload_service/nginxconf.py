@@ -211,6 +211,7 @@ def render_nginx_config(
         listen=f"{n.listen_host}:{n.listen_port}",
         csp=CSP,
         docs_path=DOCS_PATH,
+        rate_limit_retry_after=rate_limit_retry_after(settings),
         docs_csp=DOCS_CSP,
         request_id_pattern=REQUEST_ID_PATTERN,
         upload_path=UPLOAD_PATH,
@@ -228,6 +229,13 @@ def render_nginx_config(
 def _regex_literal(text: str) -> str:
     """``text`` matched literally by nginx's PCRE (origins hold only [a-z0-9.:/[]-])."""
     return re.sub(r"([.\[\]\\^$|?*+(){}])", r"\\\1", text)
+
+
+def rate_limit_retry_after(settings: Settings) -> int:
+    """``Retry-After`` of nginx's 429: one period of the slowest rate (a request is let through
+    again within it), 1 s for ``r/s`` rates, 60 s once either rate is per minute."""
+    n = settings.nginx
+    return 60 if any(rate.endswith("r/m") for rate in (n.upload_rate, n.api_rate)) else 1
 
 
 @dataclass(frozen=True)

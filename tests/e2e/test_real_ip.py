@@ -57,6 +57,7 @@ def test_clients_behind_a_trusted_hop_get_their_own_rate_limit_buckets(front: Ng
         chained, rid_c = get(lb.url, "/livez", source=BALANCER, forwarded_for="203.0.113.66, 198.51.100.3")
         assert [r.status_code for r in (first, again, other, own, chained)] == [200, 429, 200, 200, 200]
         assert_error(again, 429, "RATE_LIMITED")
+        assert again.headers["retry-after"] == "60"  # one period of a per-minute rate
 
         # An untrusted peer's header is ignored: it stays in its own (now spent) bucket.
         spoof_1, rid_s1 = get(lb.url, "/livez", source=STRANGER, forwarded_for="198.51.100.4")

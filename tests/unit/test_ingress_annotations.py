@@ -16,6 +16,7 @@ from upload_service.nginxconf import (
     enforcement_rows,
     format_ingress_annotations,
     ingress_annotations,
+    rate_limit_retry_after,
     render_nginx_config,
 )
 from upload_service.settings import Settings
@@ -91,3 +92,14 @@ def test_the_check_table_says_which_address_is_the_client() -> None:
     assert rows["client address for limits, logs, audit"].value == "X-Forwarded-For from 10.0.0.0/8"
     rows = {r.what: r for r in enforcement_rows(Settings())}
     assert rows["client address for limits, logs, audit"].value == "the TCP peer"
+
+
+@pytest.mark.parametrize(("upload_rate", "api_rate", "seconds"), [("10r/s", "50r/s", 1), ("10r/m", "50r/s", 60), ("10r/s", "5r/m", 60)])
+def test_nginxs_429_says_when_to_retry(upload_rate: str, api_rate: str, seconds: int) -> None:
+    settings = Settings(nginx={"upload_rate": upload_rate, "api_rate": api_rate})
+    assert rate_limit_retry_after(settings) == seconds
+    config = render_nginx_config(settings)
+    block = config[config.index("location @upload_error_429"):]
+    block = block[: block.index("}")]
+    assert f"add_header Retry-After {seconds} always;" in block
+    assert config.count("add_header Retry-After") == config.count("location @upload_error_429")

@@ -35,8 +35,8 @@ from upload_service.errors import ErrorCode
 
 _JSON = "application/json"
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
-#: The app sends Retry-After with these; nginx's own 429 carries none (clients back off).
-_RETRY_AFTER_STATUSES = {503, 507}
+#: Answered with Retry-After: the app's 503/507 (admission, dependencies) and nginx's 429.
+_RETRY_AFTER_STATUSES = {429, 503, 507}
 
 #: Codes a route answers beyond what its dependencies imply, by endpoint function name.
 ROUTE_ERRORS: dict[str, tuple[ErrorCode, ...]] = {
@@ -49,6 +49,7 @@ ROUTE_ERRORS: dict[str, tuple[ErrorCode, ...]] = {
     "patch_upload": (ErrorCode.NO_FIELDS,),
     "delete_upload": (ErrorCode.DEPENDENCY_UNAVAILABLE,),
     "read_audit": (ErrorCode.BAD_REQUEST,),
+    "list_uploads": (ErrorCode.BAD_REQUEST,),  # a cursor it did not make for this query
 }
 
 #: What nginx answers by itself, on any route (docs/operations.md, "What nginx answers itself").
