@@ -387,8 +387,12 @@ def ingress_annotations(settings: Settings) -> dict[str, dict[str, str]]:
         "limit-conn-status-code": "429",
     }
     if n.real_ip_from:
+        # ingress-nginx trusts every address (proxy-real-ip-cidr 0.0.0.0/0) unless told: the
+        # CIDRs always come with the switch. use-forwarded-headers also believes X-Forwarded-Proto
+        # and -Host from them; enable-real-ip takes just the address from another header.
+        switch = "use-forwarded-headers" if n.real_ip_header.lower() == "x-forwarded-for" else "enable-real-ip"
         controller |= {
-            "use-forwarded-headers": "true",
+            switch: "true",
             "forwarded-for-header": n.real_ip_header,
             "proxy-real-ip-cidr": ",".join(n.real_ip_from),
         }

@@ -69,10 +69,13 @@ def test_the_controller_block_and_the_real_client_address() -> None:
     plain = annotations()["controller"]
     assert plain["client-body-timeout"] == "30" and plain["large-client-header-buffers"] == "4 8k"
     assert plain["limit-req-status-code"] == "429" and "use-forwarded-headers" not in plain
-    behind = annotations(nginx={"real_ip_from": ["10.0.0.0/8", "192.0.2.7"], "real_ip_header": "X-Real-IP"})["controller"]
-    assert behind["use-forwarded-headers"] == "true"
+    behind = annotations(nginx={"real_ip_from": ["10.0.0.0/8", "192.0.2.7"]})["controller"]
+    assert behind["use-forwarded-headers"] == "true" and "enable-real-ip" not in behind
     assert behind["proxy-real-ip-cidr"] == "10.0.0.0/8,192.0.2.7/32"
-    assert behind["forwarded-for-header"] == "X-Real-IP"
+    assert behind["forwarded-for-header"] == "X-Forwarded-For"
+    other = annotations(nginx={"real_ip_from": ["10.0.0.0/8"], "real_ip_header": "X-Real-IP"})["controller"]
+    assert other["enable-real-ip"] == "true" and "use-forwarded-headers" not in other
+    assert (other["forwarded-for-header"], other["proxy-real-ip-cidr"]) == ("X-Real-IP", "10.0.0.0/8")
 
 
 def test_the_formatted_output_is_yaml_of_strings() -> None:
