@@ -220,3 +220,19 @@ def test_nginx_workers_are_not_root(front: NginxFront) -> None:
     temp = Path(re.search(r"client_body_temp_path (\S+);", config).group(1)).parent  # type: ignore[union-attr]
     assert temp.stat().st_uid != 0 and temp.stat().st_mode & 0o077 == 0
     assert not temp.is_relative_to(front.prefix)
+
+
+def test_a_killed_seaweedfs_leaves_no_socket_in_tmp(tmp_path: Path) -> None:
+    """weed's gRPC unix sockets go to /tmp whatever TMPDIR says; a kill leaves them behind
+    unless the launcher removes them."""
+    from upload_service.devstack.seaweed import seaweed_process
+
+    process, endpoint = seaweed_process(tmp_path / "s3", "AK" + uuid.uuid4().hex[:10].upper(), uuid.uuid4().hex)
+    base = int(endpoint.rsplit(":", 1)[1])
+    process.start(timeout=30)
+    try:
+        pattern = re.compile(rf"^seaweedfs-\w+-grpc-({'|'.join(str(base + i + _GRPC_OFFSET) for i in range(5))})\.sock$")
+        assert [p for p in Path("/tmp").iterdir() if pattern.match(p.name)], "weed made no gRPC socket in /tmp?"
+    finally:
+        process.kill()
+    assert [p for p in Path("/tmp").iterdir() if pattern.match(p.name)] == []

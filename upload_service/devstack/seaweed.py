@@ -39,10 +39,12 @@ each start (a restart with other keys refuses the old ones).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import re
+import stat
 import secrets
 import shutil
 import subprocess
@@ -266,6 +268,21 @@ def seaweed_process(
         stores[0].exists(_PROBE_BUCKET, "devstack/readiness/probe")
         return True
 
+    # weed puts a unix socket per gRPC server in /tmp whatever TMPDIR says (0755: only its owner
+    # may connect); it removes them on a clean stop, not when killed. Ours have known names.
+    grpc_sockets = [
+        Path(f"/tmp/seaweedfs-{role}-grpc-{http_port + _GRPC_OFFSET}.sock")
+        for role, http_port in (("s3", s3_port), ("master", master_port), ("volume", volume_port),
+                                ("filer", filer_port), ("admin", admin_port))
+    ]
+
+    def remove_grpc_sockets() -> None:
+        for sock in grpc_sockets:
+            with contextlib.suppress(OSError):
+                info = sock.lstat()
+                if stat.S_ISSOCK(info.st_mode) and info.st_uid == os.geteuid():
+                    sock.unlink()
+
     process = ManagedProcess(
         "seaweedfs",
         argv,
@@ -274,5 +291,6 @@ def seaweed_process(
         env=env,
         cwd=workdir,
         pid_path=workdir / "weed.pid",
+        after_stop=remove_grpc_sockets,
     )
     return process, endpoint
