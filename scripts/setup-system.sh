@@ -3,7 +3,8 @@
 # Debian/Ubuntu only; needs root (or sudo). Idempotent: does nothing when all are present.
 set -euo pipefail
 
-packages=(libmagic1 redis-server nginx-light python3-venv ca-certificates prometheus)
+# chromium, chromium-driver: the browser tests (tests/e2e/test_browser.py) drive a real headless Chromium.
+packages=(libmagic1 redis-server nginx-light python3-venv ca-certificates prometheus chromium chromium-driver)
 missing=()
 for pkg in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.workers",
     "tests.fixtures.nginx",
     "tests.fixtures.audit",
+    "tests.fixtures.browser",
 ]

@@ -28,13 +28,15 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
 from pydantic import ValidationError
 
+from upload_service.demo.launcher import demo_origins, demo_process
 from upload_service.devstack.nginx import nginx_process, remove_dir, worker_account, worker_dir
-from upload_service.devstack.process import ManagedProcess, ProcessStartError
+from upload_service.devstack.process import ManagedProcess, ProcessStartError, free_port
 from upload_service.devstack.redis import redis_process
 from upload_service.devstack.seaweed import seaweed_process
 from upload_service.settings import Settings
@@ -91,6 +93,7 @@ def build_settings(
     s3_endpoint: str,
     credentials: dict[str, str],
     api_socket: Path | None = None,
+    extra_origins: Sequence[str] = (),
 ) -> Settings:
     """The environment's settings (``from_env``), pointed at the local services and ``workdir``.
 
@@ -98,6 +101,7 @@ def build_settings(
     ``UPLOAD_DATABASE__URL=postgresql://...`` works). The API listens on a unix socket
     (``api_socket``, default ``run/api.sock``) in a directory that only nginx reaches; uvicorn sees no peer address on a unix socket, so
     ``trusted_proxies`` is ``*`` to let it take the client address from nginx's headers.
+    ``extra_origins`` (the demo page's) are added to the environment's ``cors.allow_origins``.
     """
     values: dict[str, dict[str, object]] = {
         "redis": {"url": redis_url},
@@ -120,6 +124,8 @@ def build_settings(
     port = os.environ.get("PORT")
     if port:
         values["nginx"]["listen_port"] = int(port)
+    if extra_origins:
+        values["cors"] = {"allow_origins": [*from_env.cors.allow_origins, *extra_origins]}
     return Settings(**values)  # type: ignore[arg-type]
 
 
@@ -149,6 +155,19 @@ def ensure_dev_key(settings: Settings, path: Path) -> str:
         return new.key
     finally:
         engine.dispose()
+
+
+def demo_port(from_env: Settings) -> int:
+    """The demo page's port: ``DEMO_PORT``, else the one after nginx's when free, else any free one."""
+    if os.environ.get("DEMO_PORT"):
+        return int(os.environ["DEMO_PORT"])
+    after = int(os.environ.get("PORT") or from_env.nginx.listen_port) + 1
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", after))
+            return after
+        except OSError:
+            return free_port()
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
@@ -253,8 +272,10 @@ def _run(workdir: Path, started: list[ManagedProcess], made: list[Path]) -> int:
     s3, s3_endpoint = seaweed_process(workdir / "s3", credentials["S3_ACCESS_KEY_ID"], credentials["S3_SECRET_ACCESS_KEY"])
     _start(started, s3, timeout=60)
 
+    page_port = demo_port(from_env)
     settings = build_settings(
-        from_env, workdir, redis_url=redis_url, s3_endpoint=s3_endpoint, credentials=credentials, api_socket=api_socket
+        from_env, workdir, redis_url=redis_url, s3_endpoint=s3_endpoint, credentials=credentials, api_socket=api_socket,
+        extra_origins=demo_origins(page_port),
     )
     settings.prepare_dirs()
     from upload_service.db.migrate import upgrade_to_head
@@ -272,10 +293,12 @@ def _run(workdir: Path, started: list[ManagedProcess], made: list[Path]) -> int:
         _start(started, worker_process(settings, workdir, queue))
     nginx, url = nginx_process(workdir / "nginx", settings)
     _start(started, nginx)
+    _start(started, demo_process(workdir, port=page_port, api_url=url, key_file=workdir / DEV_KEY_FILE))
 
     _say(f"URL: {url}")
     _say(f"API key: {key}")
     _say(f"Try: curl -H 'Authorization: Bearer {key}' -F 'file=@picture.png' {url}/v1/uploads")
+    _say(f"Demo page: http://127.0.0.1:{page_port}/ (its own origin; its backend mints an upload token per page view)")
     _say(f"Logs in {workdir / 'logs'} and {workdir / 'nginx' / 'logs'}; Ctrl-C stops everything.")
     return _supervise(started)
 
