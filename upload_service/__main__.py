@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--journal", help="journal file (default: the audit settings' journal_path)")
 
     commands.add_parser("reconcile", help="enqueue accepted uploads that have no live job")
+    _add_webhooks_parser(commands)
 
     nginx = commands.add_parser("nginx-config", help="render the nginx config from these settings")
     nginx.add_argument("--output", help="write to this file instead of stdout")
@@ -65,6 +67,35 @@ def build_parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="run the whole stack locally (make run)")
     dev.add_argument("--workdir", default="var", help="where the local services keep their data")
     return parser
+
+
+def _add_webhooks_parser(commands: Any) -> None:
+    """``upload-service webhooks ...`` (upload_service/cli_webhooks.py)."""
+    hooks = commands.add_parser("webhooks", help="manage webhook endpoints and deliveries").add_subparsers(
+        dest="webhooks_command", required=True
+    )
+    add = hooks.add_parser("add", help="add an endpoint; prints its signing secret once")
+    add.add_argument("--tenant", required=True)
+    add.add_argument("--url", required=True)
+    add.add_argument("--events", help="comma-separated (default: all of upload.accepted,done,failed,deleted)")
+    listing = hooks.add_parser("list", help="list endpoints (never their secrets)")
+    listing.add_argument("--tenant")
+    remove = hooks.add_parser("remove", help="remove an endpoint and its deliveries")
+    remove.add_argument("endpoint_id")
+    rotate = hooks.add_parser("rotate-secret", help="new signing secret (the old one also signs for a while)")
+    rotate.add_argument("endpoint_id")
+    deliveries = hooks.add_parser("deliveries", help="deliveries, newest first, with their attempts (JSON Lines)")
+    deliveries.add_argument("--tenant")
+    deliveries.add_argument("--endpoint")
+    deliveries.add_argument("--event")
+    deliveries.add_argument("--status", choices=["pending", "delivered", "dead"])
+    deliveries.add_argument("--limit", type=int, default=50)
+    redeliver = hooks.add_parser("redeliver", help="send an event again (e.g. a dead one)")
+    redeliver.add_argument("event_id")
+    redeliver.add_argument("--endpoint", help="only to this endpoint")
+    dispatch = hooks.add_parser("dispatch", help="run a dispatcher (workers run one too)")
+    dispatch.add_argument("--once", action="store_true", help="send what is due now, then exit")
+    hooks.add_parser("reencrypt", help="seal every endpoint secret with webhooks.active_key_id")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from upload_service import cli_audit
 
         return cli_audit.run(settings, args)
+    if args.command == "webhooks":
+        from upload_service import cli_webhooks
+
+        return cli_webhooks.run(settings, args)
     if args.command == "reconcile":
         from upload_service.reconciler import reconcile_once
 

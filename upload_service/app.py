@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -10,12 +11,15 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from upload_service.api import routes_audit, routes_health, routes_limits, routes_metrics, routes_tokens, routes_uploads
+from upload_service.api import routes_webhooks
 from upload_service.api.errors import install_error_handlers
 from upload_service.api.httpmetrics import HttpMetricsMiddleware
 from upload_service.api.openapi import install_openapi
 from upload_service.api.lingering import LingeringCloseMiddleware
 from upload_service.api.requestid import RequestIdMiddleware
-from upload_service.container import build_services
+from upload_service.container import Services, build_services
+from upload_service.db import webhooks_repo
+from upload_service.metrics import WebhookCollector
 from upload_service.ingest.spool import remove_stale_parts
 from upload_service.settings import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, CorsSettings, Settings
 from upload_service.tokens import load_keyring
@@ -52,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
         remove_stale_parts(settings.spool.dir)
         app.state.token_keyring = load_keyring(settings.tokens)  # no secret: refuse to start
         services = build_services(settings)
+        services.metrics.registry.register(webhook_collector(services))
         services.start_background()
         app.state.services = services
         try:
@@ -75,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_tokens.router)
     app.include_router(routes_limits.router)
     app.include_router(routes_audit.router)
+    app.include_router(routes_webhooks.router)
     app.include_router(routes_health.router)
     app.include_router(routes_metrics.router)
     app.add_middleware(HttpMetricsMiddleware)
@@ -86,6 +92,19 @@ def create_app(settings: Settings) -> FastAPI:
         idle_seconds=settings.server.linger_idle_seconds,
     )
     return app
+
+
+def webhook_collector(services: Services) -> WebhookCollector:
+    """Webhook outcomes from Redis; the oldest pending delivery's age and the backlog from the DB."""
+
+    def backlog() -> tuple[float, dict[str, int]]:
+        with services.sessions() as session:
+            oldest = webhooks_repo.oldest_pending_created_at(session)
+            counts = webhooks_repo.count_by_status(session, ("pending", "dead"))
+        age = (datetime.now(timezone.utc) - oldest).total_seconds() if oldest is not None else 0.0
+        return max(age, 0.0), counts
+
+    return WebhookCollector(services.redis, backlog)
 
 
 def app_factory() -> FastAPI:

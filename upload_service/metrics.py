@@ -158,3 +158,52 @@ class QueueCollector(Collector):
             buckets.append(("+Inf", float(values.get("count", 0))))
             family.add_metric([kind], buckets, sum_value=float(values.get("sum", 0)))
         return family
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+_WEBHOOKS_KEY = "upload:metrics:webhooks"  # field: outcome → count
+WEBHOOK_OUTCOMES = ("delivered", "retry", "dead")
+
+
+def record_webhook_outcome(connection: Redis, outcome: str) -> None:
+    """One delivery attempt's outcome (``delivered``, ``retry``, ``dead``), from any dispatcher."""
+    connection.hincrby(_WEBHOOKS_KEY, outcome, 1)
+
+
+class WebhookCollector(Collector):
+    """Delivery outcomes (from Redis) and, from the DB at scrape time, the age of the oldest
+    pending delivery and how many are pending and dead (delivered ones are not counted: that
+    table only grows until pruned, and the outcome counter says it)."""
+
+    def __init__(self, connection: Redis, backlog: Callable[[], tuple[float, dict[str, int]]]) -> None:
+        self._connection = connection
+        self._backlog = backlog
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        outcomes = CounterMetricFamily(
+            "upload_webhook_deliveries", "Webhook delivery attempts by outcome (delivered, retry, dead)",
+            labels=["outcome"],
+        )
+        try:
+            raw = {k.decode(): int(v) for k, v in self._connection.hgetall(_WEBHOOKS_KEY).items()}
+        except RedisError:
+            raw = None
+        if raw is not None:
+            for outcome in sorted(set(WEBHOOK_OUTCOMES) | set(raw)):
+                outcomes.add_metric([outcome], raw.get(outcome, 0))
+            yield outcomes
+        try:
+            oldest_age, counts = self._backlog()
+        except Exception:  # noqa: BLE001 - a DB outage shows as missing series, not a failed scrape
+            return
+        age = GaugeMetricFamily(
+            "upload_webhook_oldest_pending_age_seconds", "Age of the oldest webhook delivery not yet delivered"
+        )
+        age.add_metric([], oldest_age)
+        yield age
+        state = GaugeMetricFamily("upload_webhook_deliveries_by_status", "Webhook deliveries now in each status",
+                                  labels=["status"])
+        for status in ("pending", "dead"):
+            state.add_metric([status], counts.get(status, 0))
+        yield state

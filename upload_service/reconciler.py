@@ -28,6 +28,8 @@ from upload_service.media import kind_of
 from upload_service.settings import Settings
 from upload_service.storage import build_object_store, keys
 from upload_service.storage.base import ObjectStore
+from upload_service.webhooks.events import EventType
+from upload_service.webhooks.outbox import record_upload_event
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,11 @@ def finish_deletes(
         with session_scope(sessions) as session:
             if repository.upload_status(session, upload.id) != UploadStatus.DELETING:
                 continue  # a retried DELETE finished it meanwhile
+            record_upload_event(
+                session, upload, EventType.UPLOAD_DELETED, occurred_at=repository.utcnow(), status="deleted"
+            )
             if not repository.delete_upload(session, upload):
+                session.rollback()
                 continue
             if audit is not None:
                 audit.record_in(session, _deleted_event(upload))

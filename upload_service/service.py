@@ -39,6 +39,8 @@ from upload_service.storage import keys
 from upload_service.storage.base import ObjectStore
 from upload_service.tokens import narrow_limits
 
+from upload_service.webhooks.events import EventType
+from upload_service.webhooks.outbox import record_upload_event
 log = logging.getLogger(__name__)
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -206,6 +208,8 @@ class UploadService:
             if earlier is None:
                 raise
             return self._replay(earlier, received, request.principal)
+                # The webhook event commits with the row, or not at all (transactional outbox).
+                record_upload_event(session, upload, EventType.UPLOAD_ACCEPTED, occurred_at=now)
         except BaseException as exc:
             self._forget_original(bucket, original_key)
             if isinstance(exc, SQLAlchemyError):
@@ -325,6 +329,10 @@ def parse_metadata(raw: bytes | None, max_depth: int) -> dict[str, Any] | None:
         raise ServiceError(
             ErrorCode.VALIDATION_FAILED,
             "metadata must be a JSON object",
+        # Committed with the row's removal (the request's session), or not at all.
+        record_upload_event(
+            session, upload, EventType.UPLOAD_DELETED, occurred_at=repository.utcnow(), status="deleted"
+        )
             details=[{"loc": ["body", "metadata"], "msg": f"got {type(value).__name__}"}],
         )
     return value

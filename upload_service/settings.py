@@ -245,6 +245,66 @@ def check_token_secret(key_id: str, secret: str) -> None:
         raise ValueError(f"the token secret {key_id!r} is shorter than {MIN_TOKEN_SECRET_BYTES} bytes")
 
 
+class WebhookSettings(BaseModel):
+    """Webhook deliveries (docs/webhooks.md). Endpoint signing secrets are stored encrypted
+    (AES-GCM) with ``secret_keys``: a key id (kept with each ciphertext) maps to a key of at
+    least 32 bytes; ``secret_keys_file`` holds more as ``key_id=key`` lines; new secrets are
+    encrypted with ``active_key_id`` (default: the only key), any listed key decrypts, so a key
+    rotates by adding one, making it active, and running ``upload-service webhooks reencrypt``.
+    Adding an endpoint and delivering refuse to run without a key."""
+
+    secret_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    secret_keys_file: Path | None = None
+    active_key_id: str | None = None
+    #: Destinations resolving to loopback, private, link-local, CGNAT, multicast, reserved or
+    #: metadata addresses are refused unless this is on (the dev stack and tests turn it on).
+    allow_private_destinations: bool = False
+    #: Networks allowed as destinations even when private (an operator's internal receivers).
+    allowed_networks: list[str] = Field(default_factory=list)
+    connect_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    read_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    #: One attempt's whole budget (connect, send, headers, capped body), however slowly it trickles.
+    attempt_timeout_seconds: float = Field(30.0, gt=0, le=300)
+    max_response_bytes: int = Field(4096, ge=0, le=1024 * 1024, description="response body read per attempt")
+    retry_base_seconds: float = Field(5.0, gt=0, description="delay after the first failed attempt, doubled each time")
+    retry_max_interval_seconds: float = Field(3600.0, gt=0)
+    #: A delivery still failing this long after its event is marked dead.
+    max_age_seconds: int = Field(24 * 3600, ge=1)
+    max_attempts: int = Field(40, ge=1, le=1000)
+    poll_interval_seconds: float = Field(1.0, gt=0)
+    batch_size: int = Field(20, ge=1, le=1000)
+    concurrency: int = Field(4, ge=1, le=64, description="deliveries one dispatcher sends at once")
+    #: A claimed delivery is someone else's to retry after this (a dispatcher killed mid-send).
+    lease_seconds: float = Field(120.0, gt=0)
+    #: After ``rotate-secret`` deliveries are signed with the old secret too for this long.
+    rotation_overlap_seconds: int = Field(24 * 3600, ge=0)
+    max_endpoints_per_tenant: int = Field(20, ge=1, le=1000)
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _strong_keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for key_id, secret in value.items():
+            check_token_secret(key_id, secret.get_secret_value())
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        networks = []
+        for entry in value:
+            try:
+                networks.append(str(ipaddress.ip_network(entry.strip(), strict=True)))
+            except ValueError as exc:
+                raise ValueError(f"allowed_networks entry {entry!r} is not an address or CIDR: {exc}") from None
+        return networks
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> WebhookSettings:
+        if self.lease_seconds <= self.attempt_timeout_seconds:
+            raise ValueError("webhooks.lease_seconds must exceed attempt_timeout_seconds (else two dispatchers send at once)")
+        return self
+
+
 class AuditSettings(BaseModel):
     """The audit trail's fallback: a local append-only journal replayed into the DB."""
 
@@ -351,6 +411,7 @@ class Settings(BaseSettings):
     nginx: NginxSettings = Field(default_factory=NginxSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @model_validator(mode="after")
     def _file_budget_under_job_timeouts(self) -> Settings:

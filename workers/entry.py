@@ -9,10 +9,18 @@ import threading
 
 from rq import SimpleWorker, Worker
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from upload_service.container import build_audit_writer
+from upload_service.db import webhooks_repo
+from upload_service.db.engine import build_engine, build_sessionmaker
 from upload_service.jobqueue import SERIALIZER
 from upload_service.logs import configure_logging
 from upload_service.reconciler import reconcile
 from upload_service.settings import Settings
+from upload_service.webhooks.dispatcher import Dispatcher
+from upload_service.webhooks.metrics_sink import redis_outcome_counter
+from upload_service.webhooks.secretbox import WebhookKeyError, load_secret_box
 from workers import context
 
 log = logging.getLogger("workers.entry")
@@ -33,12 +41,47 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
     reconciler = threading.Thread(target=_reconcile_forever, args=(ctx, stop), name="reconciler", daemon=True)
     reconciler.start()
     ctx.audit.start_replayer(settings.audit.replay_interval_seconds, stop)
+    start_webhook_dispatcher(ctx, stop)
     try:
         worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
     finally:
         stop.set()
         ctx.close()
     return 0
+
+
+def start_webhook_dispatcher(ctx: context.WorkerContext, stop: threading.Event) -> threading.Thread | None:
+    """The webhook dispatcher, a thread of the worker's main process, on an engine of its own
+    (a forked work-horse never shares its connections). Without ``webhooks.secret_keys`` there
+    is nothing to sign with: it does not start, and says so loudly if endpoints exist."""
+    settings = ctx.settings
+    try:
+        box = load_secret_box(settings.webhooks)
+    except WebhookKeyError as exc:
+        try:
+            with ctx.sessions() as session:
+                endpoints = len(webhooks_repo.list_endpoints(session))
+        except SQLAlchemyError:
+            endpoints = 0
+        if endpoints:
+            log.error("webhook dispatcher NOT started, %d endpoints wait: %s", endpoints, exc)
+        return None
+    engine = build_engine(settings.database)
+    sessions = build_sessionmaker(engine)
+    dispatcher = Dispatcher(
+        settings.webhooks, sessions, box, audit=build_audit_writer(settings, sessions, None),
+        on_outcome=redis_outcome_counter(ctx.queue.connection),
+    )
+
+    def run() -> None:
+        try:
+            dispatcher.run_forever(stop)
+        finally:
+            engine.dispose()
+
+    thread = threading.Thread(target=run, name="webhook-dispatcher", daemon=True)
+    thread.start()
+    return thread
 
 
 def _reconcile_forever(ctx: context.WorkerContext, stop: threading.Event) -> None:

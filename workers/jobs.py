@@ -47,6 +47,8 @@ from upload_service.media import kind_of
 from upload_service.logs import current_request_id
 from upload_service.metrics import record_job
 from upload_service.storage import keys
+from upload_service.webhooks.events import EventType
+from upload_service.webhooks.outbox import record_upload_event
 from workers import context, failpoints
 from workers.manifest import MANIFEST_NAME, StoredArtifact, build_manifest
 from workers.pipelines import ProcessingError
@@ -62,6 +64,8 @@ CRASHED = "PROCESSING_CRASHED"
 DELETED = "UPLOAD_DELETED"
 _TERMINAL_ACTIONS = (AuditAction.PROCESSING_DONE.value, AuditAction.PROCESSING_FAILED.value)
 _CLAIM_ATTEMPTS = 3
+_CRASHED_MESSAGE = "Processing this file repeatedly crashed or timed out the worker."
+_UNAVAILABLE = ("PROCESSING_UNAVAILABLE", "A dependency stayed unavailable while processing; upload again later.")
 
 
 class TransientError(Exception):
@@ -151,6 +155,7 @@ def _finish_done(upload: Upload, stored: list[Artifact], extra: dict[str, str]) 
             if not repository.set_status(session, upload.id, UploadStatus.DONE, only_from=[UploadStatus.PROCESSING]):
                 raise UploadGone
             repository.replace_artifacts(session, upload.id, stored)
+            _webhook(session, upload, EventType.UPLOAD_DONE, artifacts=stored)
             ctx.audit.record_in(session, _event(upload, AuditAction.PROCESSING_DONE, "success"))
     except UploadGone:
         return _abandon(upload, extra)
@@ -171,6 +176,7 @@ def _finish_failed(upload: Upload, code: str, message: str, extra: dict[str, str
             )
             if not moved:
                 raise UploadGone
+            _webhook(session, upload, EventType.UPLOAD_FAILED, error=(code, message))
             ctx.audit.record_in(session, _event(upload, AuditAction.PROCESSING_FAILED, "failure", error_code=code))
     except UploadGone:
         return _abandon(upload, extra)
@@ -219,6 +225,22 @@ def _event(
     )
 
 
+def _webhook(
+    session: Session,
+    upload: Upload,
+    event_type: EventType,
+    *,
+    artifacts: list[Artifact] | None = None,
+    error: tuple[str, str] | None = None,
+) -> None:
+    """The upload's webhook event, in the transaction of the status change it reports."""
+    status = UploadStatus.DONE if event_type is EventType.UPLOAD_DONE else UploadStatus.FAILED
+    record_upload_event(
+        session, upload, event_type, occurred_at=repository.utcnow(), status=status.value,
+        error=error, artifacts=artifacts if artifacts is not None else [],
+    )
+
+
 def _record_metrics(upload: Upload, outcome: str, code: str, seconds: float) -> None:
     try:
         record_job(context.current().queue.connection, kind_of(upload.detected_type), outcome, code, seconds)
@@ -260,11 +282,12 @@ def _try_claim(upload_id: str) -> Claim:
                     upload_id,
                     UploadStatus.FAILED,
                     error_code=CRASHED,
-                    error_message="Processing this file repeatedly crashed or timed out the worker.",
+                    error_message=_CRASHED_MESSAGE,
                     only_from=[UploadStatus.PROCESSING],
                 )
                 if not moved:
                     raise _LostRace
+                _webhook(session, upload, EventType.UPLOAD_FAILED, error=(CRASHED, _CRASHED_MESSAGE))
                 ctx.audit.record_in(session, _event(upload, AuditAction.PROCESSING_FAILED, "failure", error_code=CRASHED))
                 return Claim(upload, crashed=True)
         claimable = [UploadStatus.QUEUED, UploadStatus.PROCESSING]
@@ -378,10 +401,11 @@ def _retry_or_fail(upload: Upload, exc: BaseException, extra: dict[str, str]) ->
                     upload.id,
                     UploadStatus.FAILED,
                     error_code="PROCESSING_UNAVAILABLE",
-                    error_message="A dependency stayed unavailable while processing; upload again later.",
+                    error_message=_UNAVAILABLE[1],
                     only_from=[UploadStatus.PROCESSING],
                 )
                 if moved:
+                    _webhook(session, upload, EventType.UPLOAD_FAILED, error=_UNAVAILABLE)
                     ctx.audit.record_in(
                         session,
                         _event(upload, AuditAction.PROCESSING_FAILED, "failure", error_code="PROCESSING_UNAVAILABLE"),

@@ -94,6 +94,8 @@ def test_vocabulary_is_closed() -> None:
         "upload:accepted", "upload:rejected", "upload:metadata_changed", "upload:deleted",
         "artifact:url_issued", "processing:started", "processing:done", "processing:failed",
         "key:created", "key:revoked", "auth:failed", "token:issued",
+        "webhook:endpoint_added", "webhook:endpoint_removed", "webhook:secret_rotated", "webhook:redelivered",
+        "webhook:dead",
     }
     with pytest.raises(ValueError):
         AuditEvent(action="upload:exfiltrated", outcome="success")  # type: ignore[arg-type]

@@ -30,6 +30,11 @@ class AuditAction(str, Enum):
     KEY_REVOKED = "key:revoked"
     TOKEN_ISSUED = "token:issued"
     AUTH_FAILED = "auth:failed"
+    WEBHOOK_ENDPOINT_ADDED = "webhook:endpoint_added"
+    WEBHOOK_ENDPOINT_REMOVED = "webhook:endpoint_removed"
+    WEBHOOK_SECRET_ROTATED = "webhook:secret_rotated"
+    WEBHOOK_REDELIVERED = "webhook:redelivered"
+    WEBHOOK_DEAD = "webhook:dead"
 
 
 OUTCOMES = frozenset({"success", "failure"})

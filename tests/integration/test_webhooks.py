@@ -1,0 +1,322 @@
+"""Webhooks end to end: real API, real worker jobs, real DB (SQLite and PostgreSQL), a real
+receiver on loopback that verifies every delivery with the ``standardwebhooks`` package.
+
+Each test's endpoint belongs to a fresh tenant; dispatchers run in-process (or as the real
+``upload-service webhooks dispatch`` process where one is killed) with short retry settings.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from tests.fixtures.app import LiveServer
+from tests.fixtures.workers import run_jobs_in_process, wait_for_status
+from tests.integration.webhookreceiver import Receiver
+from tests.samples import png_bytes, truncated_pdf_bytes
+from upload_service.audit import AuditAction
+from upload_service.container import build_audit_writer
+from upload_service.db.audit_models import AuditEventRow
+from upload_service.db.engine import session_scope
+from upload_service.db.webhook_models import WebhookDelivery, WebhookEvent
+from upload_service.devstack.process import ManagedProcess
+from upload_service.jobqueue import connect
+from upload_service.settings import Settings, WebhookSettings
+from upload_service.webhooks import admin
+from upload_service.webhooks.dispatcher import Dispatcher
+from upload_service.webhooks.metrics_sink import redis_outcome_counter
+from upload_service.webhooks.secretbox import load_secret_box
+
+WEBHOOK_KEY = secrets.token_urlsafe(32)
+
+
+def webhook_settings(**changes: Any) -> WebhookSettings:
+    values: dict[str, Any] = {
+        "secret_keys": {"test": WEBHOOK_KEY},
+        "allow_private_destinations": True,  # the receiver is on loopback
+        "retry_base_seconds": 0.2,
+        "retry_max_interval_seconds": 0.4,
+        "connect_timeout_seconds": 1,
+        "read_timeout_seconds": 2,
+        "attempt_timeout_seconds": 3,
+        "lease_seconds": 4,
+        "poll_interval_seconds": 0.1,
+        **changes,
+    }
+    return WebhookSettings(**values)
+
+
+def add_endpoint(server: LiveServer, tenant: str, url: str, settings: WebhookSettings, events: str | None = None) -> tuple[str, str]:
+    with session_scope(server.sessions) as session:
+        new = admin.add_endpoint(session, settings, load_secret_box(settings), tenant, url, events)
+        return new.endpoint.id, new.secret
+
+
+def make_dispatcher(server: LiveServer, settings: WebhookSettings, **kwargs: Any) -> Dispatcher:
+    return Dispatcher(
+        settings, server.sessions, load_secret_box(settings),
+        audit=build_audit_writer(server.settings, server.sessions, None),
+        on_outcome=redis_outcome_counter(connect(server.settings.redis)), **kwargs,
+    )
+
+
+def drain(dispatcher: Dispatcher, done: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "deliveries did not finish in time"
+        if not dispatcher.run_once():
+            time.sleep(0.05)
+
+
+def deliveries_of(server: LiveServer, tenant: str) -> list[tuple[WebhookDelivery, WebhookEvent]]:
+    with server.sessions() as session:
+        rows = session.execute(
+            select(WebhookDelivery, WebhookEvent)
+            .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+            .where(WebhookDelivery.tenant == tenant)
+            .order_by(WebhookDelivery.id)
+        ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def settled(server: LiveServer, tenant: str) -> Callable[[], bool]:
+    return lambda: all(d.status != "pending" for d, _ in deliveries_of(server, tenant))
+
+
+def upload(client: Any, data: bytes, name: str, media_type: str) -> str:
+    response = client.upload(data, name, media_type)
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+@pytest.fixture
+def receiver() -> Any:
+    started = Receiver().start()
+    yield started
+    started.stop()
+
+
+def test_accepted_done_failed_deleted_each_once_and_verified(server: LiveServer, receiver: Receiver) -> None:
+    settings = webhook_settings()
+    client = server.client()
+    _endpoint, receiver.secret = add_endpoint(server, client.tenant, receiver.url, settings)
+    image = upload(client, png_bytes(), "a.png", "image/png")
+    pdf = upload(client, truncated_pdf_bytes(), "b.pdf", "application/pdf")
+    run_jobs_in_process(server)
+    image_record = wait_for_status(client, image, {"done"}, timeout=10)
+    pdf_record = wait_for_status(client, pdf, {"failed"}, timeout=10)
+    assert client.request("DELETE", f"/v1/uploads/{image}").status_code == 204
+
+    dispatcher = make_dispatcher(server, settings)
+    drain(dispatcher, settled(server, client.tenant))
+    assert dispatcher.run_once() == 0  # nothing left: no second send of anything
+
+    assert receiver.received and all(r.verified for r in receiver.received)
+    got = receiver.delivered()
+    assert len(got) == len(receiver.received) == 5
+    assert len({r.webhook_id for r in got}) == 5  # each event exactly once
+    assert [r.type for r in got if r.payload["data"]["id"] == image] == ["upload.accepted", "upload.done", "upload.deleted"]
+    assert [r.type for r in got if r.payload["data"]["id"] == pdf] == ["upload.accepted", "upload.failed"]
+
+    events = {(r.payload["data"]["id"], r.type): r.payload for r in got}
+    accepted = events[(image, "upload.accepted")]["data"]
+    assert accepted["status"] == "queued" and accepted["sha256"] == image_record["sha256"]
+    assert accepted["artifacts"] == []
+    done = events[(image, "upload.done")]["data"]
+    assert done["status"] == "done"
+    assert done["artifacts"] == image_record["artifacts"]  # the manifest's artifact list, manifest.json too
+    assert "manifest.json" in {a["name"] for a in done["artifacts"]}
+    failed = events[(pdf, "upload.failed")]["data"]
+    assert failed["status"] == "failed" and failed["artifacts"] == []
+    assert failed["error"] == pdf_record["error"]
+    assert events[(image, "upload.deleted")]["data"]["status"] == "deleted"
+    for item in got:
+        assert item.headers["content-type"] == "application/json"
+        assert item.webhook_id.startswith("msg_")
+
+
+def test_no_endpoint_no_outbox_rows(server: LiveServer) -> None:
+    client = server.client()
+    upload(client, png_bytes(), "a.png", "image/png")
+    assert deliveries_of(server, client.tenant) == []
+    with server.sessions() as session:
+        assert session.scalars(select(WebhookEvent).where(WebhookEvent.tenant == client.tenant)).all() == []
+
+
+def test_only_subscribed_events_are_written(server: LiveServer, receiver: Receiver) -> None:
+    settings = webhook_settings()
+    client = server.client()
+    _endpoint, receiver.secret = add_endpoint(server, client.tenant, receiver.url, settings, "upload.done,upload.failed")
+    image = upload(client, png_bytes(), "a.png", "image/png")
+    run_jobs_in_process(server)
+    wait_for_status(client, image, {"done"}, timeout=10)
+    assert [e.type for _, e in deliveries_of(server, client.tenant)] == ["upload.done"]
+
+
+def test_500_then_200_is_delivered_after_retries_in_order(server: LiveServer, receiver: Receiver) -> None:
+    settings = webhook_settings()
+    client = server.client()
+    _endpoint, receiver.secret = add_endpoint(server, client.tenant, receiver.url, settings)
+    receiver.script = [500, 500]
+    image = upload(client, png_bytes(), "a.png", "image/png")
+    run_jobs_in_process(server)
+    wait_for_status(client, image, {"done"}, timeout=10)
+
+    drain(make_dispatcher(server, settings), settled(server, client.tenant))
+    assert all(r.verified for r in receiver.received)
+    # accepted was answered 500 twice, then 200; done waited for it (order per upload).
+    assert [(r.type, r.answered) for r in receiver.received] == [
+        ("upload.accepted", 500), ("upload.accepted", 500), ("upload.accepted", 200), ("upload.done", 200),
+    ]
+    assert len({r.webhook_id for r in receiver.received[:3]}) == 1  # a retry is the same message
+    rows = deliveries_of(server, client.tenant)
+    assert [d.status for d, _ in rows] == ["delivered", "delivered"]
+    views = _views(server, client.tenant)
+    accepted_log = next(v for v in views if v["type"] == "upload.accepted")["attempt_log"]
+    assert [a["status_code"] for a in accepted_log] == [500, 500, 200]
+    assert [a["outcome"] for a in accepted_log] == ["retry", "retry", "delivered"]
+    assert all(isinstance(a["latency_ms"], int) for a in accepted_log)
+
+
+def test_receiver_down_then_back(server: LiveServer, receiver: Receiver) -> None:
+    settings = webhook_settings()
+    client = server.client()
+    _endpoint, receiver.secret = add_endpoint(server, client.tenant, receiver.url, settings)
+    receiver.stop()
+    upload(client, png_bytes(), "a.png", "image/png")
+    dispatcher = make_dispatcher(server, settings)
+    deadline = time.monotonic() + 10
+    while deliveries_of(server, client.tenant)[0][0].attempts < 2:
+        assert time.monotonic() < deadline
+        dispatcher.run_once() or time.sleep(0.05)
+    receiver.start()  # the same port
+    drain(dispatcher, settled(server, client.tenant))
+    assert [(r.type, r.verified) for r in receiver.delivered()] == [("upload.accepted", True)]
+    log = _views(server, client.tenant)[0]["attempt_log"]
+    assert log[0]["error"] == "connection refused" and log[-1]["status_code"] == 200
+
+
+def test_dead_after_the_last_attempt_is_visible_and_redelivered(server: LiveServer, receiver: Receiver) -> None:
+    settings = webhook_settings(max_attempts=2)
+    client = server.client()
+    endpoint, receiver.secret = add_endpoint(server, client.tenant, receiver.url, settings, "upload.accepted")
+    receiver.script = [503] * 2
+    upload_id = upload(client, png_bytes(), "a.png", "image/png")
+    dispatcher = make_dispatcher(server, settings)
+    drain(dispatcher, settled(server, client.tenant))
+    [(delivery, event)] = deliveries_of(server, client.tenant)
+    assert delivery.status == "dead" and delivery.attempts == 2 and delivery.last_status_code == 503
+
+    with server.sessions() as session:  # the audit trail, in the transaction that marked it dead
+        dead = session.scalars(
+            select(AuditEventRow).where(AuditEventRow.tenant == client.tenant, AuditEventRow.action == "webhook:dead")
+        ).all()
+    assert [(d.upload_id, d.details["event_id"], d.details["endpoint_id"]) for d in dead] == [(upload_id, event.id, endpoint)]
+
+    env = {**os.environ, **Settings(**{**server.settings.model_dump(), "webhooks": settings.model_dump()}).to_env()}
+    listed = _cli(env, "deliveries", "--tenant", client.tenant, "--status", "dead")
+    assert event.id in listed and '"status": "dead"' in listed
+    metrics = server.client().request("GET", "/metrics").text
+    assert 'upload_webhook_deliveries_total{outcome="dead"}' in metrics
+    assert 'upload_webhook_deliveries_by_status{status="dead"}' in metrics
+    assert "upload_webhook_oldest_pending_age_seconds" in metrics
+
+    assert f"event {event.id}: 1 deliveries pending again" in _cli(env, "redeliver", event.id)
+    drain(dispatcher, settled(server, client.tenant))
+    assert [r.webhook_id for r in receiver.delivered()] == [event.id]
+    assert all(r.verified for r in receiver.received)
+    with server.sessions() as session:
+        actions = session.scalars(
+            select(AuditEventRow.action).where(AuditEventRow.tenant == client.tenant).order_by(AuditEventRow.id)
+        ).all()
+    assert actions.count(AuditAction.WEBHOOK_REDELIVERED.value) == 1
+
+
+def test_dispatcher_killed_mid_delivery_delivers_later(server: LiveServer, receiver: Receiver, tmp_path: Any) -> None:
+    settings = webhook_settings(lease_seconds=4, attempt_timeout_seconds=3)
+    client = server.client()
+    _endpoint, receiver.secret = add_endpoint(server, client.tenant, receiver.url, settings)
+    receiver.hold = threading.Event()
+    upload(client, png_bytes(), "a.png", "image/png")
+    env = {**os.environ, **Settings(**{**server.settings.model_dump(), "webhooks": settings.model_dump()}).to_env()}
+    process = ManagedProcess(
+        "dispatcher", [sys.executable, "-m", "upload_service", "webhooks", "dispatch"], env=env,
+        log_path=tmp_path / "dispatcher.log", ready=lambda: True, cwd=tmp_path,
+    )
+    process.start(timeout=10)
+    try:
+        assert receiver.arrived.wait(20), process.log_tail()
+        process.kill()  # SIGKILL while the receiver holds the request
+    finally:
+        process.stop(timeout=5)
+    receiver.hold.set()
+    receiver.hold = None
+    [(delivery, event)] = deliveries_of(server, client.tenant)
+    assert delivery.status == "pending"  # never recorded: the dispatcher died mid-send
+
+    drain(make_dispatcher(server, settings), settled(server, client.tenant), timeout=20)
+    [(delivery, _)] = deliveries_of(server, client.tenant)
+    assert delivery.status == "delivered"
+    ids = [r.webhook_id for r in receiver.received]
+    assert ids == [event.id, event.id]  # a duplicate with the same webhook-id; never a loss
+    assert all(r.verified for r in receiver.received)
+
+
+def test_a_rolled_back_status_change_sends_no_event(server: LiveServer, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's ``done`` transaction fails at its last statement: status, artifacts and the
+    upload.done event roll back together; the job then ends the upload failed (with its event)."""
+    from workers import context
+
+    settings = webhook_settings()
+    client = server.client()
+    _endpoint, receiver.secret = add_endpoint(server, client.tenant, receiver.url, settings)
+    image = upload(client, png_bytes(), "a.png", "image/png")
+
+    ctx = context.build_context(server.settings)
+    real_record_in = ctx.audit.record_in
+
+    def failing_record_in(session: Any, event: Any, **kwargs: Any) -> bool:
+        if event.action is AuditAction.PROCESSING_DONE:
+            raise OperationalError("INSERT INTO audit_events", {}, Exception("injected failure"))
+        return real_record_in(session, event, **kwargs)
+
+    monkeypatch.setattr(ctx.audit, "record_in", failing_record_in)
+    context.install(ctx)
+    try:
+        from workers.jobs import process_upload
+
+        process_upload(image)  # no RQ job: no retries left, so the job ends the upload failed
+    finally:
+        context.install(None)
+        ctx.close()
+    record = wait_for_status(client, image, {"failed"}, timeout=5)
+    assert record["error"]["code"] == "PROCESSING_UNAVAILABLE"
+    assert [e.type for _, e in deliveries_of(server, client.tenant)] == ["upload.accepted", "upload.failed"]
+    drain(make_dispatcher(server, settings), settled(server, client.tenant))
+    assert [r.type for r in receiver.delivered()] == ["upload.accepted", "upload.failed"]
+
+
+def _views(server: LiveServer, tenant: str) -> list[dict[str, Any]]:
+    from upload_service.db import webhooks_repo
+
+    with server.sessions() as session:
+        rows = webhooks_repo.list_deliveries(session, tenant)
+        return list(reversed(admin.delivery_views(session, rows)))
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "upload_service", "webhooks", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
