@@ -28,7 +28,7 @@ class FailPoints:
     def arm(self, upload_id: str, name: str) -> None:
         (self.directory / f"{upload_id}.{name}.armed").touch()
 
-    def wait_held(self, upload_id: str, name: str, timeout: float = 30.0) -> int:
+    def wait_held(self, upload_id: str, name: str, timeout: float = 90.0) -> int:
         """The pid of the process holding at the point, once one does."""
         held = self.directory / f"{upload_id}.{name}.held"
         deadline = time.monotonic() + timeout
