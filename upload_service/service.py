@@ -20,11 +20,12 @@ from anyio import CancelScope, to_thread
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from upload_service import listing
 from upload_service.admission import Admission
 from upload_service.auth import Principal, Scope
 from upload_service.db import repository, token_uses
 from upload_service.db.engine import session_scope
-from upload_service.db.models import Upload, UploadStatus
+from upload_service.db.models import VISIBLE_STATUSES, Upload, UploadStatus
 from upload_service.errors import ErrorCode, ServiceError, StorageError
 from upload_service.ingest.body import BodyHeaders, ReceivedBody, receive_body
 from upload_service.ingest.filenames import sanitize_filename
@@ -55,6 +56,12 @@ class UploadRequest:
     headers: BodyHeaders
     request_id: str
     idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadPage:
+    items: list[Upload]
+    next_cursor: str | None  # None: this is the last page
 
 
 @dataclass(frozen=True)
@@ -247,6 +254,43 @@ class UploadService:
     def get_upload(self, session: Session, principal: Principal, upload_id: str) -> Upload:
         principal.require(Scope.READ, token_allowed=True)
         return self._find(session, principal, upload_id)
+
+    def list_uploads(
+        self,
+        session: Session,
+        principal: Principal,
+        *,
+        limit: int = listing.DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+        status: str | None = None,
+        created_after: str | None = None,
+        created_before: str | None = None,
+        tag: str | None = None,
+    ) -> UploadPage:
+        """One page of the caller's uploads, newest first (an upload token sees only its own);
+        ``next_cursor`` is None on the last page. Bad filters are 422, a bad cursor 400."""
+        principal.require(Scope.READ, token_allowed=True)
+        filters = listing.ListFilters(
+            tenant=principal.tenant,
+            token_id=principal.token_id,
+            status=listing.check_status(status, tuple(str(s) for s in VISIBLE_STATUSES)),
+            created_after=listing.parse_timestamp(created_after, "created_after"),
+            created_before=listing.parse_timestamp(created_before, "created_before"),
+            tag=listing.check_tag(tag),
+        )
+        limit = listing.check_page_size(limit)
+        after = listing.decode_cursor(cursor, filters) if cursor is not None else None
+        rows = repository.list_uploads(
+            session, filters.tenant, limit=limit + 1, token_id=filters.token_id, status=filters.status,
+            created_after=filters.created_after, created_before=filters.created_before, tag=filters.tag,
+            after=(after.created_at, after.upload_id) if after is not None else None,
+        )
+        page, more = rows[:limit], len(rows) > limit
+        next_cursor = None
+        if more:
+            last = page[-1]
+            next_cursor = listing.encode_cursor(listing.Position(last.created_at, last.id), filters)
+        return UploadPage(items=page, next_cursor=next_cursor)
 
     def patch_upload(self, session: Session, principal: Principal, upload_id: str, changes: dict[str, Any]) -> Upload:
         """Only the fields present in ``changes`` change; a ``None`` value clears the field."""

@@ -19,11 +19,12 @@ from upload_service.api.artifact_links import LINK_RESPONSE, artifact_link_respo
 from upload_service.api.jsonbody import BoundedJsonRoute
 from upload_service.api.deps import PrincipalDep, RequestIdDep, ServicesDep, SessionDep
 from upload_service.api.errors import audit_unexpected_errors_as
-from upload_service.api.schemas import UploadOut, UploadPatch
+from upload_service.api.schemas import UploadList, UploadOut, UploadPatch
 from upload_service.audit import AuditAction
 from upload_service.container import Services
 from upload_service.errors import ErrorCode, ServiceError
 from upload_service.ingest.body import BodyHeaders
+from upload_service.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from upload_service.metrics import type_label
 from upload_service.service import UploadRequest
 
@@ -149,6 +150,26 @@ def _count(services: Services, outcome: str, code: str, media_type: str, started
     metrics.uploads.labels(outcome=outcome, code=code, type=type_label(media_type, services.settings.limits.allowed_types)).inc()
     metrics.received_bytes.inc(received)
     metrics.ingest_seconds.labels(outcome=outcome).observe(time.perf_counter() - started)
+
+
+@router.get("", response_model=UploadList)
+def list_uploads(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    status: Annotated[str | None, Query(description="queued, processing, done or failed.")] = None,
+    created_after: Annotated[str | None, Query(max_length=64, description="RFC 3339; exclusive.")] = None,
+    created_before: Annotated[str | None, Query(max_length=64, description="RFC 3339; exclusive.")] = None,
+    tag: Annotated[str | None, Query(max_length=256, description="Uploads whose tags contain this one.")] = None,
+) -> UploadList:
+    """The caller's uploads, newest first, in cursor pages (an upload token lists its own)."""
+    page = services.uploads.list_uploads(
+        session, principal, limit=limit, cursor=cursor, status=status,
+        created_after=created_after, created_before=created_before, tag=tag,
+    )
+    return UploadList(items=[UploadOut.of(u) for u in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{upload_id}", response_model=UploadOut)

@@ -70,3 +70,12 @@ class UploadPatch(BaseModel):
     filename: str | None = Field(default=None, max_length=1024)
     metadata: dict[str, Any] | None = None
     tags: list[str] | None = None
+
+
+class UploadList(BaseModel):
+    """``GET /v1/uploads``: one page, newest first."""
+
+    items: list[UploadOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page. Opaque: valid only with the same filters."
+    )

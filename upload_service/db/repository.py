@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import ColumnElement, Select, and_, cast, delete, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from upload_service.db.audit_models import AuditEventRow
@@ -107,6 +108,53 @@ def replace_artifacts(session: Session, upload_id: str, artifacts: Sequence[Arti
     """Idempotent: running a job twice leaves one row per artifact name."""
     session.execute(delete(Artifact).where(Artifact.upload_id == upload_id))
     session.add_all(artifacts)
+
+
+def list_uploads(
+    session: Session,
+    tenant: str,
+    *,
+    limit: int,
+    token_id: str | None = None,
+    status: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    tag: str | None = None,
+    after: tuple[datetime, str] | None = None,
+) -> list[Upload]:
+    """The tenant's visible uploads, newest first by ``(created_at, id)``, at most ``limit``;
+    with ``after``, only those strictly after that position (keyset paging); with ``token_id``,
+    only the ones that upload token created. ``created_after``/``created_before`` are exclusive;
+    ``tag``: uploads whose tags contain it."""
+    statement = select(Upload).where(Upload.tenant == tenant)
+    if status is None:
+        statement = statement.where(Upload.status.in_(list(VISIBLE_STATUSES)))
+    else:
+        statement = statement.where(Upload.status == status)
+    if token_id is not None:
+        statement = statement.where(Upload.token_id == token_id)
+    if created_after is not None:
+        statement = statement.where(Upload.created_at > created_after)
+    if created_before is not None:
+        statement = statement.where(Upload.created_at < created_before)
+    if tag is not None:
+        statement = statement.where(_has_tag(session, tag))
+    if after is not None:
+        created_at, upload_id = after
+        statement = statement.where(
+            or_(Upload.created_at < created_at, and_(Upload.created_at == created_at, Upload.id < upload_id))
+        )
+    statement = statement.order_by(Upload.created_at.desc(), Upload.id.desc()).limit(limit)
+    return list(session.scalars(statement))
+
+
+def _has_tag(session: Session, tag: str) -> ColumnElement[bool]:
+    """``tags`` (a JSON array of strings) contains ``tag``: JSONB containment on PostgreSQL,
+    ``json_each`` on SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(Upload.tags, JSONB).contains([tag])
+    elements = func.json_each(Upload.tags).table_valued("value")
+    return exists(select(1).select_from(elements).where(elements.c.value == tag))
 
 
 def uploads_in_status(session: Session, status: str, *, older_than: datetime, limit: int = 500) -> list[Upload]:
