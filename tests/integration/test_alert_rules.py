@@ -109,6 +109,7 @@ def test_the_rules_cover_what_operators_need() -> None:
         "oldest job age": "upload_queue_oldest_job_age_seconds",
         "audit journal backlog": "upload_audit_journal_backlog",
         "readiness": 'route="/readyz"',
+        "webhook dispatch backlog": "upload_webhook_oldest_pending_age_seconds",
     }
     for need, fragment in needs.items():
         assert any(fragment in " ".join(expr.split()) for expr in exprs.values()), need
