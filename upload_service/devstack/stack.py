@@ -1,7 +1,8 @@
 """``upload-service dev`` (``make run``): the whole stack on one machine, in one command.
 
 Why one supervisor instead of a Procfile or compose: every part is the real component (redis,
-an S3 server, the API under uvicorn, one RQ worker per queue, nginx in front), started by the
+an S3 server, the API under uvicorn, one RQ worker per queue, nginx in front, and the demo
+page's server on its own origin: ``upload_service.demo``), started by the
 same launchers the tests use, configured from ONE ``Settings`` object built here (environment
 honoured) and handed to each child as ``settings.to_env()``, so they can't disagree.
 
