@@ -254,3 +254,18 @@ def test_the_api_refuses_to_start_without_a_strong_secret(server: LiveServer, tm
     short = _serve(server, tmp_path, UPLOAD_TOKENS__SECRETS='{"k1": "too-short-a-secret"}')
     assert short.returncode == 2 and "shorter than 32 bytes" in short.stderr
     assert "too-short-a-secret" not in short.stderr + short.stdout
+
+
+def test_rows_of_long_expired_tokens_are_deleted_on_a_first_use(server: LiveServer, client: Client) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from upload_service.db.engine import session_scope
+
+    stale = "0" * 31 + "1"
+    with session_scope(server.sessions) as session:
+        session.merge(UploadTokenUse(token_id=stale, tenant=client.tenant, uses=1,
+                                     expires_at=datetime.now(timezone.utc) - timedelta(days=1)))
+    page = holder(client, mint(client)["token"])
+    assert page.upload(samples.png_bytes(), "a.png").status_code == 202
+    with server.sessions() as session:
+        assert session.get(UploadTokenUse, stale) is None

@@ -8,14 +8,17 @@ two racing requests can't both take the last use.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from upload_service.db.models import Upload, UploadTokenUse
 from upload_service.db.repository import utcnow
+
+log = logging.getLogger(__name__)
 
 #: Rows of tokens expired longer than this are deleted when a new token is first used.
 _KEEP_EXPIRED = timedelta(minutes=10)
@@ -25,11 +28,12 @@ def claim_use(sessions: sessionmaker[Session], token_id: str, tenant: str, max_u
     """Take one use of the token; False when all ``max_uses`` are taken."""
     try:
         with sessions.begin() as session:
-            session.execute(delete(UploadTokenUse).where(UploadTokenUse.expires_at < utcnow() - _KEEP_EXPIRED))
             session.add(UploadTokenUse(token_id=token_id, tenant=tenant, uses=1, expires_at=expires_at))
-        return True
     except IntegrityError:
         pass  # not the first use
+    else:
+        forget_expired(sessions)
+        return True
     with sessions.begin() as session:
         statement = (
             update(UploadTokenUse)
@@ -37,6 +41,16 @@ def claim_use(sessions: sessionmaker[Session], token_id: str, tenant: str, max_u
             .values(uses=UploadTokenUse.uses + 1)
         )
         return session.execute(statement).rowcount == 1
+
+
+def forget_expired(sessions: sessionmaker[Session]) -> None:
+    """Delete the rows of long-expired tokens; in its own transaction, so that two of these
+    racing (a deadlock on PostgreSQL, a busy SQLite) can't fail a claim: the next one retries."""
+    try:
+        with sessions.begin() as session:
+            session.execute(delete(UploadTokenUse).where(UploadTokenUse.expires_at < utcnow() - _KEEP_EXPIRED))
+    except SQLAlchemyError:
+        log.warning("could not delete expired upload-token rows; the next first use retries", exc_info=True)
 
 
 def release_use(sessions: sessionmaker[Session], token_id: str) -> None:
