@@ -50,7 +50,7 @@ from upload_service.storage import keys
 from upload_service.webhooks.events import EventType
 from upload_service.webhooks.outbox import record_upload_event
 from workers import context, failpoints
-from workers.manifest import MANIFEST_NAME, StoredArtifact, build_manifest
+from workers.manifest import MANIFEST_NAME, StoredArtifact, build_failed_manifest, build_manifest
 from workers.pipelines import ProcessingError
 from workers.pipelines.base import ArtifactFile
 from workers.sandbox import run_pipeline_sandboxed
@@ -166,8 +166,10 @@ def _finish_done(upload: Upload, stored: list[Artifact], extra: dict[str, str]) 
 
 
 def _finish_failed(upload: Upload, code: str, message: str, extra: dict[str, str]) -> tuple[str, str]:
-    """``failed`` and ``processing:failed`` in one transaction, only from ``processing``."""
+    """``failed`` and ``processing:failed`` in one transaction, only from ``processing``; the
+    failed ``manifest.json`` first (as ``done`` stores its manifest before its status)."""
     ctx = context.current()
+    _store_failed_manifest(upload, code, message, extra)
     try:
         with session_scope(ctx.sessions) as session:
             moved = repository.set_status(
@@ -287,6 +289,8 @@ def _try_claim(upload_id: str) -> Claim:
                 )
                 if not moved:
                     raise _LostRace
+                # With the status (this run holds the row): no run will come to write it later.
+                _store_failed_manifest(upload, CRASHED, _CRASHED_MESSAGE, {"upload_id": upload_id})
                 _webhook(session, upload, EventType.UPLOAD_FAILED, error=(CRASHED, _CRASHED_MESSAGE))
                 ctx.audit.record_in(session, _event(upload, AuditAction.PROCESSING_FAILED, "failure", error_code=CRASHED))
                 return Claim(upload, crashed=True)
@@ -382,6 +386,21 @@ def _store_bytes(upload: Upload, name: str, data: bytes, content_type: str) -> S
     return StoredArtifact(name, key, len(data), content_type, digest)
 
 
+def _store_failed_manifest(upload: Upload, code: str, message: str, extra: dict[str, str]) -> None:
+    """The ``manifest.json`` of a failed upload (its error, no artifacts), so a consumer of S3
+    notifications on that suffix hears of failures too. Best effort: an S3 fault is logged and
+    the upload still ends ``failed`` (the API shows it). A DELETE meanwhile removes it with the
+    prefix (``_abandon``)."""
+    manifest = build_failed_manifest(
+        upload_id=upload.id, tenant=upload.tenant, source_sha256=upload.sha256, source_type=upload.detected_type,
+        error_code=code, error_message=message, created_at=upload.created_at,
+    )
+    try:
+        _store_bytes(upload, MANIFEST_NAME, manifest, "application/json")
+    except StorageError:
+        log.warning("could not store the failed manifest of upload %s", upload.id, exc_info=True, extra=extra)
+
+
 def _retry_or_fail(upload: Upload, exc: BaseException, extra: dict[str, str]) -> tuple[str, str]:
     """Hand a transient failure back to RQ for a retry, or fail the upload when none are left
     (``failed`` and ``processing:failed`` in one transaction)."""
@@ -389,6 +408,8 @@ def _retry_or_fail(upload: Upload, exc: BaseException, extra: dict[str, str]) ->
     retries_left = job.retries_left if job is not None and job.retries_left is not None else 0
     ctx = context.current()
     log.warning("transient failure (%d retries left): %r", retries_left, exc, extra=extra)
+    if retries_left == 0:
+        _store_failed_manifest(upload, *_UNAVAILABLE, extra)
     try:
         with session_scope(ctx.sessions) as session:
             if retries_left > 0:
