@@ -22,6 +22,7 @@ class Received:
     verified: bool
     answered: int
     headers: dict[str, str]
+    payload_bytes: bytes = b""
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Receiver:
                 if receiver.hold is not None:
                     receiver.hold.wait(30)
                 item = Received(
-                    headers.get("webhook-id", ""), (payload or {}).get("type"), payload, verified, status, headers
+                    headers.get("webhook-id", ""), (payload or {}).get("type"), payload, verified, status, headers, body
                 )
                 with receiver._lock:
                     receiver.received.append(item)

@@ -58,7 +58,7 @@ FRONT_ERRORS: tuple[ErrorCode, ...] = (
 )
 
 #: Routes whose 201/202 answer names a new resource in ``Location`` (a minted token is not one).
-_CREATES_RESOURCE = {"create_upload"}
+_CREATES_RESOURCE = {"create_upload", "add_webhook_endpoint"}
 
 #: Routes whose failure body is their own report, not an error (the probes).
 _REPORTS = {"readyz", "health"}

@@ -31,7 +31,7 @@ class EndpointIn(BaseModel):
 
 
 @router.post("", status_code=201)
-def add_endpoint(
+def add_webhook_endpoint(
     request: Request, body: EndpointIn, principal: PrincipalDep, services: ServicesDep, session: SessionDep
 ) -> JSONResponse:
     """Subscribe ``url`` to ``events`` (default: all); the answer carries ``secret`` once."""
@@ -50,19 +50,19 @@ def add_endpoint(
 
 
 @router.get("")
-def list_endpoints(principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
+def list_webhook_endpoints(principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
     principal.require(Scope.ADMIN)
     return {"endpoints": [admin.endpoint_view(e) for e in webhooks_repo.list_endpoints(session, principal.tenant)]}
 
 
 @router.get("/{endpoint_id}")
-def read_endpoint(endpoint_id: str, principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
+def read_webhook_endpoint(endpoint_id: str, principal: PrincipalDep, session: SessionDep) -> dict[str, Any]:
     principal.require(Scope.ADMIN)
     return admin.endpoint_view(admin.find_endpoint(session, principal.tenant, endpoint_id))
 
 
 @router.delete("/{endpoint_id}", status_code=204)
-def remove_endpoint(request: Request, endpoint_id: str, principal: PrincipalDep, session: SessionDep) -> Response:
+def remove_webhook_endpoint(request: Request, endpoint_id: str, principal: PrincipalDep, session: SessionDep) -> Response:
     principal.require(Scope.ADMIN)
     endpoint = admin.remove_endpoint(session, principal.tenant, endpoint_id)
     note(request, AuditAction.WEBHOOK_ENDPOINT_REMOVED, "success", details={"endpoint_id": endpoint.id})
@@ -70,7 +70,7 @@ def remove_endpoint(request: Request, endpoint_id: str, principal: PrincipalDep,
 
 
 @router.post("/{endpoint_id}/rotate-secret")
-def rotate_secret(
+def rotate_webhook_secret(
     request: Request, endpoint_id: str, principal: PrincipalDep, services: ServicesDep, session: SessionDep
 ) -> JSONResponse:
     """A new secret (in this answer only); the old one also signs until ``previous_secret_expires_at``."""
@@ -83,7 +83,7 @@ def rotate_secret(
 
 
 @router.get("/{endpoint_id}/deliveries")
-def list_deliveries(
+def list_webhook_deliveries(
     endpoint_id: str,
     principal: PrincipalDep,
     session: SessionDep,
@@ -104,7 +104,7 @@ def list_deliveries(
 
 
 @router.post("/events/{event_id}/redeliver", status_code=202)
-def redeliver(request: Request, event_id: str, principal: PrincipalDep, session: SessionDep) -> JSONResponse:
+def redeliver_webhook_event(request: Request, event_id: str, principal: PrincipalDep, session: SessionDep) -> JSONResponse:
     """Send the event again to the endpoints it went to (its dead or delivered deliveries)."""
     principal.require(Scope.ADMIN)
     count = admin.redeliver(session, principal.tenant, event_id)

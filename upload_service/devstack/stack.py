@@ -45,6 +45,7 @@ from upload_service.settings import Settings
 SECRETS_FILE = "secrets.env"
 DEV_KEY_FILE = "dev-key"
 TOKEN_SECRETS_FILE = "token-secrets"
+WEBHOOK_KEYS_FILE = "webhook-keys"
 _POLL_SECONDS = 0.25
 
 
@@ -86,6 +87,15 @@ def ensure_token_secrets(workdir: Path) -> Path:
     return path
 
 
+def ensure_webhook_keys(workdir: Path) -> Path:
+    """The key that seals webhook signing secrets (``webhooks.secret_keys_file``), generated once."""
+    path = workdir / WEBHOOK_KEYS_FILE
+    if not path.exists():
+        _write_private(path, f"# Webhook secret key for `upload-service dev`; generated once.\ndev={secrets.token_urlsafe(48)}\n")
+    os.chmod(path, 0o600)
+    return path
+
+
 def build_settings(
     from_env: Settings,
     workdir: Path,
@@ -122,6 +132,9 @@ def build_settings(
         values["spool"] = {"dir": workdir / "spool"}
     if not from_env.tokens.secrets and from_env.tokens.secrets_file is None:
         values["tokens"] = {"secrets_file": workdir / TOKEN_SECRETS_FILE}
+    if not from_env.webhooks.secret_keys and from_env.webhooks.secret_keys_file is None:
+        # Local receivers live on localhost: the dev stack allows private destinations.
+        values["webhooks"] = {"secret_keys_file": workdir / WEBHOOK_KEYS_FILE, "allow_private_destinations": True}
     port = os.environ.get("PORT")
     if port:
         values["nginx"]["listen_port"] = int(port)
@@ -262,6 +275,7 @@ def _run(workdir: Path, started: list[ManagedProcess], made: list[Path]) -> int:
         (workdir / sub).mkdir(mode=0o700, exist_ok=True)
     credentials = load_or_create_secrets(workdir)
     ensure_token_secrets(workdir)
+    ensure_webhook_keys(workdir)
     account = worker_account()
     api_socket = workdir / "run" / "api.sock"
     if account is not None:  # nginx's workers run as `nobody`: the socket must be theirs to reach
