@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Installs the system packages the service and its tests run against, where missing.
-# Debian/Ubuntu only; needs root (or sudo). Idempotent: does nothing when all are present.
+# Debian/Ubuntu only; needs root (or sudo) only when something is missing. Idempotent.
+#
+# What it changes on this machine, and nothing else: `apt-get install` of the packages below
+# that are missing (it says which before installing). It never stops, disables or reconfigures
+# a service: Debian starts the packaged nginx and redis-server units on install, and they keep
+# running; the project runs its own redis-server (unix socket, no TCP port), nginx (its own
+# port and prefix) and S3 server (free loopback ports) from its work directory.
 set -euo pipefail
 
+# openssl: per-run TLS certificates for the local S3 server's internal gRPC (devstack/seaweed.py).
 # chromium, chromium-driver: the browser tests (tests/e2e/test_browser.py) drive a real headless Chromium.
-packages=(libmagic1 redis-server nginx-light python3-venv ca-certificates prometheus chromium chromium-driver)
+packages=(libmagic1 redis-server nginx-light python3-venv ca-certificates openssl chromium chromium-driver)
 missing=()
 for pkg in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
@@ -13,9 +20,14 @@ for pkg in "${packages[@]}"; do
     missing+=("$pkg")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: system packages present (${packages[*]}); nothing to install"
+  exit 0
+fi
 
-echo "installing system packages: ${missing[*]}"
+echo "setup: about to install these Debian packages with apt-get: ${missing[*]}"
+echo "setup: (the distribution may start their services, e.g. nginx on port 80 and redis on"
+echo "setup:  127.0.0.1:6379; they are left running: the project uses its own instances)"
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null 2>&1 || { echo "need root or sudo to install: ${missing[*]}" >&2; exit 1; }
@@ -24,9 +36,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The packaged services must not hold the ports or sockets the project starts its own on.
-for unit in nginx redis-server; do
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
-    $sudo systemctl disable --now "$unit" >/dev/null 2>&1 || true
-  fi
-done
+echo "setup: installed ${missing[*]}"
