@@ -7,6 +7,8 @@ inherits it. Tests install their own. Nothing is built at import.
 
 from __future__ import annotations
 
+import os
+import weakref
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -63,6 +65,7 @@ class WorkerContext:
 
 def build_context(settings: Settings) -> WorkerContext:
     engine = build_engine(settings.database)
+    _drop_pool_in_forked_children(engine)
     sessions = build_sessionmaker(engine)
     return WorkerContext(
         settings=settings,
@@ -72,6 +75,21 @@ def build_context(settings: Settings) -> WorkerContext:
         queue=JobQueue(connect(settings.redis), settings.queue),
         audit=build_audit_writer(settings, sessions, None),
     )
+
+
+def _drop_pool_in_forked_children(engine: Engine) -> None:
+    """A forked work-horse (and the pipeline child it forks) must not use the worker's pooled
+    DB connections: the reconciler thread of the worker talks on the same sockets, and two
+    processes on one PostgreSQL connection corrupt each other's results. SQLAlchemy's recipe:
+    the child forgets the inherited pool without closing the parent's sockets."""
+    ref = weakref.ref(engine)
+
+    def forget() -> None:
+        inherited = ref()
+        if inherited is not None:
+            inherited.dispose(close=False)
+
+    os.register_at_fork(after_in_child=forget)
 
 
 _installed: WorkerContext | None = None
