@@ -141,8 +141,11 @@ def list_uploads(
         statement = statement.where(_has_tag(session, tag))
     if after is not None:
         created_at, upload_id = after
+        # The plain bound lets both engines start the index scan at the cursor (the OR alone
+        # is a filter on PostgreSQL: every newer row would be read again, page after page).
         statement = statement.where(
-            or_(Upload.created_at < created_at, and_(Upload.created_at == created_at, Upload.id < upload_id))
+            Upload.created_at <= created_at,
+            or_(Upload.created_at < created_at, and_(Upload.created_at == created_at, Upload.id < upload_id)),
         )
     statement = statement.order_by(Upload.created_at.desc(), Upload.id.desc()).limit(limit)
     return list(session.scalars(statement))
