@@ -22,6 +22,8 @@ from tests.fixtures.services import S3Service
 from tests.fixtures.workers import run_jobs_in_process, wait_for_status
 from upload_service.db import repository
 from upload_service.db.engine import session_scope
+from upload_service.jobqueue import JobQueue, connect
+from upload_service.media import kind_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "manifest.schema.json").read_text())
@@ -108,6 +110,26 @@ def test_a_file_that_keeps_crashing_workers_gets_a_failed_manifest(server: LiveS
     manifest = stored_manifest(server, client, upload_id)
     validate(manifest)
     assert manifest["error"] == record["error"] and record["error"]["code"] == "PROCESSING_CRASHED"
+
+
+def test_a_missing_original_and_exhausted_retries_get_failed_manifests(server: LiveServer, client: Client) -> None:
+    missing = upload(client, samples.png_bytes(), "gone.png")
+    flaky = upload(client, samples.png_bytes(9, 9), "flaky.png")
+    originals = server.settings.storage.originals_bucket
+    server.store.delete(originals, f"{client.tenant}/{missing}/original")
+    # A stored original that no longer matches its checksum is a transient fault: with a single
+    # immediate retry (no intervals) both runs meet it and the upload ends PROCESSING_UNAVAILABLE.
+    server.store.put_bytes(originals, f"{client.tenant}/{flaky}/original", b"other bytes", content_type="image/png",
+                           sha256=hashlib.sha256(b"other bytes").hexdigest())
+    queue = JobQueue(connect(server.settings.redis), server.settings.queue.model_copy(update={"retry_intervals_seconds": []}))
+    queue.drop_job(flaky)
+    queue.enqueue_processing(flaky, kind_of("image/png"))
+    run_jobs_in_process(server)
+    for upload_id, code in ((missing, "ORIGINAL_MISSING"), (flaky, "PROCESSING_UNAVAILABLE")):
+        record = wait_for_status(client, upload_id, {"failed"}, timeout=10)
+        manifest = stored_manifest(server, client, upload_id)
+        validate(manifest)
+        assert manifest["error"] == record["error"] and record["error"]["code"] == code
 
 
 def test_deleting_a_failed_upload_removes_its_manifest(server: LiveServer, client: Client) -> None:
