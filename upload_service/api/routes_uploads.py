@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -159,7 +159,7 @@ def list_uploads(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
-    status: Annotated[str | None, Query(description="queued, processing, done or failed.")] = None,
+    status: Annotated[Literal["queued", "processing", "done", "failed"] | None, Query()] = None,
     created_after: Annotated[str | None, Query(max_length=64, description="RFC 3339; exclusive.")] = None,
     created_before: Annotated[str | None, Query(max_length=64, description="RFC 3339; exclusive.")] = None,
     tag: Annotated[str | None, Query(max_length=256, description="Uploads whose tags contain this one.")] = None,
