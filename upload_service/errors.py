@@ -98,7 +98,8 @@ _DOCS: dict[ErrorCode, ErrorDoc] = {
     ErrorCode.BAD_REQUEST: ErrorDoc(
         "The request is malformed: an unparseable request line or header (nginx), an invalid "
         "`Content-Length` or `Idempotency-Key`, a body that ended before it was complete, an invalid "
-        "audit query (`limit`, `cursor`, `action`, time bounds without a timezone).",
+        "audit query (`limit`, `cursor`, `action`, time bounds without a timezone), a `cursor` of "
+        "`GET /v1/uploads` that is damaged or was made for other filters.",
         _FIX + " A body cut short by a network fault may be retried as is, with the same `Idempotency-Key`.",
     ),
     ErrorCode.UNAUTHENTICATED: ErrorDoc(
