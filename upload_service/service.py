@@ -39,9 +39,9 @@ from upload_service.settings import Settings
 from upload_service.storage import keys
 from upload_service.storage.base import ObjectStore
 from upload_service.tokens import narrow_limits
-
 from upload_service.webhooks.events import EventType
 from upload_service.webhooks.outbox import record_upload_event
+
 log = logging.getLogger(__name__)
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -208,6 +208,8 @@ class UploadService:
         try:
             with session_scope(self.sessions) as session:
                 repository.add_upload(session, upload)
+                # The webhook event commits with the row, or not at all (transactional outbox).
+                record_upload_event(session, upload, EventType.UPLOAD_ACCEPTED, occurred_at=now)
         except IntegrityError:
             # Another request with the same Idempotency-Key committed first.
             self._forget_original(bucket, original_key)
@@ -215,8 +217,6 @@ class UploadService:
             if earlier is None:
                 raise
             return self._replay(earlier, received, request.principal)
-                # The webhook event commits with the row, or not at all (transactional outbox).
-                record_upload_event(session, upload, EventType.UPLOAD_ACCEPTED, occurred_at=now)
         except BaseException as exc:
             self._forget_original(bucket, original_key)
             if isinstance(exc, SQLAlchemyError):
@@ -329,6 +329,10 @@ class UploadService:
             self.store.delete_prefix(self.settings.storage.artifacts_bucket, prefix)
         except StorageError as exc:
             raise unavailable("object storage", exc) from exc
+        # Committed with the row's removal (the request's session), or not at all.
+        record_upload_event(
+            session, upload, EventType.UPLOAD_DELETED, occurred_at=repository.utcnow(), status="deleted"
+        )
         repository.delete_upload(session, upload)
 
     def artifact_url(self, session: Session, principal: Principal, upload_id: str, name: str) -> str:
@@ -373,10 +377,6 @@ def parse_metadata(raw: bytes | None, max_depth: int) -> dict[str, Any] | None:
         raise ServiceError(
             ErrorCode.VALIDATION_FAILED,
             "metadata must be a JSON object",
-        # Committed with the row's removal (the request's session), or not at all.
-        record_upload_event(
-            session, upload, EventType.UPLOAD_DELETED, occurred_at=repository.utcnow(), status="deleted"
-        )
             details=[{"loc": ["body", "metadata"], "msg": f"got {type(value).__name__}"}],
         )
     return value
