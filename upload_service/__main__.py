@@ -20,7 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--uds", help="listen on a unix socket instead of TCP")
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers", type=_positive_int,
+        help="API processes (default: server.workers, else one per core); metrics add up across them",
+    )
 
     commands.add_parser("migrate", help="apply database migrations")
 
@@ -154,27 +157,19 @@ def refuse_settings(exc: ValidationError) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
     from upload_service.logs import configure_logging
+    from upload_service.server import serve, worker_count
 
     configure_logging()
-    options: dict[str, object] = {
-        "factory": True,
-        "proxy_headers": True,
-        "forwarded_allow_ips": ",".join(settings.server.trusted_proxies),
-        "server_header": False,
-        "log_config": None,
-        "workers": args.workers,
-        "timeout_graceful_shutdown": 10,
-    }
-    if args.uds:
-        options["uds"] = args.uds
-    else:
-        options["host"] = args.host or settings.server.host
-        options["port"] = args.port or settings.server.port
-    uvicorn.run("upload_service.app:app_factory", **options)  # type: ignore[arg-type]
-    return 0
+    workers = worker_count(args.workers, settings)
+    return serve(settings, host=args.host, port=args.port, uds=args.uds, workers=workers)
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
 
 
 if __name__ == "__main__":

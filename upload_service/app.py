@@ -56,7 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
         remove_stale_parts(settings.spool.dir)
         app.state.token_keyring = load_keyring(settings.tokens)  # no secret: refuse to start
         services = build_services(settings)
-        services.metrics.registry.register(webhook_collector(services))
+        services.metrics.add_collector(webhook_collector(services))
         services.start_background()
         app.state.services = services
         try:

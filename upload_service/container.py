@@ -19,7 +19,7 @@ from upload_service.db.engine import build_engine, build_sessionmaker, ping
 from upload_service.health import Check, CheckFailed, spool_check
 from upload_service.ingest.sniff import TypeSniffer
 from upload_service.jobqueue import JobQueue, connect
-from upload_service.metrics import ApiMetrics
+from upload_service.metrics import ApiMetrics, multiprocess_dir
 from upload_service.service import UploadService
 from upload_service.settings import Settings
 from upload_service.storage import build_object_store
@@ -100,7 +100,7 @@ def build_services(settings: Settings) -> Services:
     redis = connect(settings.redis)
     queue = JobQueue(redis, settings.queue)
     store = build_object_store(settings.storage)
-    metrics = ApiMetrics()
+    metrics = ApiMetrics(multiprocess_dir())  # set by `serve --workers N`
     audit = build_audit_writer(settings, sessions, metrics)
     metrics.watch_journal(audit.journal_backlog)
     metrics.add_queue_collector(queue)

@@ -4,16 +4,31 @@ Workers run on many machines and RQ's forking worker runs each job in a short-li
 per-process registry would lose job metrics. Jobs instead add their outcome and duration to a
 few Redis hashes (one ``HINCRBY`` pipeline per job); the API's ``/metrics`` reads them, with the
 queue depth and oldest job age per queue, at scrape time. One scrape target shows it all.
+
+``serve --workers N`` runs N API processes behind one socket; a scrape reaches any one of them.
+Their own series (counters, histograms, the in-flight and build-info gauges) then live in
+prometheus-client's multiprocess mode: each process writes its values to files in a private
+directory that ``serve`` creates before the processes start and removes at exit
+(``multiprocess_metrics_dir``), and the process that answers merges all the files. Series read
+at scrape time (queue, jobs, webhooks, journal backlog) are node- or cluster-wide facts: they
+are collected by the answering process alone, once.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
+import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from importlib import metadata
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
@@ -29,6 +44,9 @@ _DURATION_KEY = "upload:metrics:job_seconds:{kind}"  # fields: bucket bounds, "s
 #: ``type`` label values besides the allowed types: detected but not allowed, and not detected.
 OTHER_TYPE = "other"
 UNKNOWN_TYPE = "unknown"
+#: prometheus-client's own switch: set before it is imported, its values go to files there.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_MULTIPROCESS_DIR_PREFIX = "upload-service-metrics-"
 
 
 def type_label(media_type: str | None, allowed_types: Collection[str]) -> str:
@@ -50,10 +68,24 @@ def service_version() -> str:
 
 
 class ApiMetrics:
-    """The API process's metrics, on a registry of its own (no global state)."""
+    """The API process's metrics, on a registry of its own (no global state).
 
-    def __init__(self) -> None:
+    ``registry`` holds this process's own series. ``scrape_registry`` is what ``/metrics``
+    answers: the same registry in a single process; with ``multiprocess_dir`` (``serve
+    --workers N``), the merged files of every API process of this server instead. Collectors
+    added with ``add_collector`` (read at scrape time) go on the scrape registry only, so they
+    are exported once by whichever process answers, never summed over processes.
+    """
+
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        if multiprocess_dir is None:
+            self.scrape_registry = self.registry
+        else:
+            if not getattr(values.ValueClass, "_multiprocess", False):
+                raise RuntimeError(f"{MULTIPROCESS_ENV} was set after prometheus_client was imported")
+            self.scrape_registry = CollectorRegistry()
+            MultiProcessCollector(self.scrape_registry, path=str(multiprocess_dir))
         self.uploads = Counter(
             "upload_uploads", "Upload requests by outcome, error code and detected type",
             ["outcome", "code", "type"], registry=self.registry,
@@ -65,29 +97,109 @@ class ApiMetrics:
             "upload_ingest_duration_seconds", "Time from the start of an upload request to its answer",
             ["outcome"], buckets=INGEST_BUCKETS, registry=self.registry,
         )
-        self.in_flight = Gauge("upload_uploads_in_flight", "Upload requests being read now", registry=self.registry)
+        # Summed over the live processes; a dead process's files are dropped (forget_process).
+        self.in_flight = Gauge(
+            "upload_uploads_in_flight", "Upload requests being read now", registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self.audit_write_failures = Counter(
             "upload_audit_write_failures", "Audit events the DB refused (they went to the journal)",
             ["action"], registry=self.registry,
-        )
-        self.audit_backlog = Gauge(
-            "upload_audit_journal_backlog", "Audit events in the local journal waiting for the DB",
-            registry=self.registry,
         )
         self.http_requests = Counter(
             "upload_http_requests", "HTTP requests by method, route template and status",
             ["method", "route", "status"], registry=self.registry,
         )
+        # One series per version, not one per process ("max": 1 while any process ran it).
         self.build_info = Gauge(
-            "upload_build_info", "Always 1; the running version in a label", ["version"], registry=self.registry
+            "upload_build_info", "Always 1; the running version in a label", ["version"], registry=self.registry,
+            multiprocess_mode="max",
         )
         self.build_info.labels(version=service_version()).set(1)
 
+    def add_collector(self, collector: Collector) -> None:
+        """A collector read at scrape time, exported once per scrape (not per process)."""
+        self.scrape_registry.register(collector)
+
     def watch_journal(self, backlog: Callable[[], int]) -> None:
-        self.audit_backlog.set_function(backlog)
+        """The node's journal backlog (every process of a node shares its journal)."""
+        self.add_collector(JournalBacklogCollector(backlog))
 
     def add_queue_collector(self, queue: JobQueue) -> None:
-        self.registry.register(QueueCollector(queue))
+        self.add_collector(QueueCollector(queue))
+
+
+class JournalBacklogCollector(Collector):
+    """``upload_audit_journal_backlog``, counted in the journal files at scrape time."""
+
+    def __init__(self, backlog: Callable[[], int]) -> None:
+        self._backlog = backlog
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            count = self._backlog()
+        except OSError:  # an unreadable journal shows as a missing series, not a failed scrape
+            return
+        family = GaugeMetricFamily("upload_audit_journal_backlog", "Audit events in the local journal waiting for the DB")
+        family.add_metric([], count)
+        yield family
+
+
+# --- several API processes (serve --workers N) ----------------------------------------------
+
+
+def multiprocess_dir() -> Path | None:
+    """The multiprocess directory ``serve`` named for this process, if any."""
+    value = os.environ.get(MULTIPROCESS_ENV)
+    return Path(value) if value else None
+
+
+@contextmanager
+def multiprocess_metrics_dir() -> Iterator[Path]:
+    """A fresh private (0700) directory for prometheus-client's multiprocess mode, named in
+    ``PROMETHEUS_MULTIPROC_DIR`` for the processes started inside the block and removed after
+    it. Directories left by a predecessor that was killed (its pid is gone) are removed first,
+    so no stale file of an earlier run is ever merged and none piles up in the temp dir."""
+    base = Path(tempfile.gettempdir())
+    _remove_orphaned_dirs(base)
+    path = Path(tempfile.mkdtemp(prefix=f"{_MULTIPROCESS_DIR_PREFIX}{os.getpid()}-", dir=base))
+    previous = os.environ.get(MULTIPROCESS_ENV)
+    os.environ[MULTIPROCESS_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROCESS_ENV, None)
+        else:
+            os.environ[MULTIPROCESS_ENV] = previous
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def forget_process(pid: int, directory: Path) -> None:
+    """An API process exited: drop its live gauges (in flight). Its counters and histograms
+    stay in the directory, so what it counted is never lost from the totals."""
+    mark_process_dead(pid, str(directory))
+
+
+def _remove_orphaned_dirs(base: Path) -> None:
+    for entry in base.glob(_MULTIPROCESS_DIR_PREFIX + "*"):
+        try:
+            pid = int(entry.name[len(_MULTIPROCESS_DIR_PREFIX):].split("-", 1)[0])
+            info = entry.lstat()
+        except (ValueError, OSError):
+            continue
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not _alive(pid):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def record_job(connection: Redis, kind: str, outcome: str, code: str, seconds: float) -> None:

@@ -329,6 +329,9 @@ class ServerSettings(BaseModel):
     linger_seconds: float = Field(10.0, ge=0)
     #: ... and stop as soon as no body bytes arrived for this long.
     linger_idle_seconds: float = Field(2.0, gt=0)
+    #: API processes of ``serve`` (``--workers`` wins); None: one per core this process may use
+    #: (its CPU affinity, capped by a cgroup CPU limit). upload_service/server.py.
+    workers: int | None = Field(None, ge=1, le=256)
 
 
 class NginxSettings(BaseModel):

@@ -1,4 +1,7 @@
-"""``/metrics`` in the Prometheus text format (nginx keeps it off the public listener)."""
+"""``/metrics`` in the Prometheus text format (nginx keeps it off the public listener).
+
+Under ``serve --workers N`` whichever process answers merges every API process's series
+(``ApiMetrics.scrape_registry``), so any scrape shows the whole server."""
 
 from __future__ import annotations
 
@@ -12,4 +15,4 @@ router = APIRouter(tags=["metrics"])
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(services: ServicesDep) -> Response:
-    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(services.metrics.scrape_registry), media_type=CONTENT_TYPE_LATEST)
