@@ -7,19 +7,20 @@
 # use two fresh /tmp/upload-* directories while the stack runs.
 VENV    ?= .venv
 PYTHON  ?= python3
-STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock requirements-dev.lock scripts/setup-system.sh | sha256sum | cut -c1-12)
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock requirements-dev.lock scripts/setup-system.sh scripts/fetch-promtool.sh | sha256sum | cut -c1-12)
 
 .PHONY: setup run test bench lint lock clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock requirements-dev.lock scripts/setup-system.sh
+$(STAMP): pyproject.toml requirements.lock requirements-dev.lock scripts/setup-system.sh scripts/fetch-promtool.sh
 	bash scripts/setup-system.sh
 	@echo "setup: creating the virtualenv $(VENV)/ and installing requirements-dev.lock into it"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
 	$(VENV)/bin/pip install --quiet --no-deps -e .
+	bash scripts/fetch-promtool.sh $(VENV)/bin
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

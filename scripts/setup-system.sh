@@ -11,12 +11,15 @@ set -euo pipefail
 
 # openssl: per-run TLS certificates for the local S3 server's internal gRPC (devstack/seaweed.py).
 # chromium, chromium-driver: the browser tests (tests/e2e/test_browser.py) drive a real headless Chromium.
-packages=(libmagic1 redis-server nginx-light python3-venv ca-certificates openssl chromium chromium-driver)
+# npm: those tests fetch Uppy's prebuilt bundle from the npm registry (into a cache, not the tree).
+packages=(libmagic1 redis-server nginx-light python3-venv ca-certificates openssl chromium chromium-driver npm)
 missing=()
 for pkg in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     # nginx-light is one of several nginx builds; any of them will do.
     if [ "$pkg" = nginx-light ] && command -v nginx >/dev/null 2>&1; then continue; fi
+    # Any npm will do (one installed with Node.js from elsewhere included).
+    if [ "$pkg" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
     missing+=("$pkg")
   fi
 done

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -82,9 +83,16 @@ def test_metric_name_extraction() -> None:
     assert metric_names(expr) == {"upload_x_total", "upload_y", "upload_z", "upload_w"}
 
 
+def find_promtool() -> str:
+    """The virtualenv's promtool (``make setup`` puts it there), else one on PATH."""
+    beside = Path(sys.executable).parent / "promtool"
+    promtool = str(beside) if beside.exists() else shutil.which("promtool")
+    assert promtool, "promtool is missing: `make setup` fetches it (scripts/fetch-promtool.sh)"
+    return promtool
+
+
 def test_promtool_accepts_the_rules() -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing (Debian: apt-get install prometheus; scripts/setup-system.sh does it)"
+    promtool = find_promtool()
     result = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
@@ -93,8 +101,7 @@ def test_promtool_accepts_the_rules() -> None:
 def test_the_alerts_fire_on_synthetic_series() -> None:
     """deploy/prometheus/alerts.test.yml: each alert fires (with its labels and rendered
     annotations) on series shaped like a real incident, and a healthy one stays quiet."""
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing (Debian: apt-get install prometheus)"
+    promtool = find_promtool()
     result = subprocess.run(
         [promtool, "test", "rules", "alerts.test.yml"], cwd=ALERTS.parent, capture_output=True, text=True, timeout=120
     )
