@@ -169,8 +169,12 @@ def _child(
 ) -> None:
     code = _CHILD_FAILED
     try:
-        _confine(limits, baseline_vm, write_fd)
-        outcome = _outcome(pipeline, deadline)
+        try:
+            _confine(limits, baseline_vm, write_fd)
+        except Exception as exc:  # noqa: BLE001 - the environment's fault, not the file's
+            outcome = _unexpected(exc)
+        else:
+            outcome = _outcome(pipeline, deadline)
         data = json.dumps(outcome, default=str).encode()
         while data:
             data = data[os.write(write_fd, data):]
@@ -188,11 +192,20 @@ def _confine(limits: SandboxLimits, baseline_vm: int, keep_fd: int) -> None:
         os._exit(_CHILD_FAILED)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
         signal.signal(sig, signal.SIG_DFL)
-    address_space = baseline_vm + limits.memory_bytes
-    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _lower_limit(resource.RLIMIT_AS, baseline_vm + limits.memory_bytes, baseline_vm + limits.memory_bytes)
+    _lower_limit(resource.RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1)
+    _lower_limit(resource.RLIMIT_CORE, 0, 0)
     _silence_sockets(keep_fd)
+
+
+def _lower_limit(which: int, soft: int, hard: int) -> None:
+    """Set a limit, never above what the process already has (a container may set less)."""
+    current_soft, current_hard = resource.getrlimit(which)
+
+    def capped(value: int, current: int) -> int:
+        return value if current == resource.RLIM_INFINITY else min(value, current)
+
+    resource.setrlimit(which, (capped(soft, current_hard), capped(hard, current_hard)))
 
 
 def _silence_sockets(keep_fd: int) -> None:
@@ -220,13 +233,17 @@ def _outcome(pipeline: Callable[[float], PipelineResult], deadline: float) -> di
     except MemoryError as exc:
         return {"memory": repr(exc)}
     except Exception as exc:  # noqa: BLE001 - every failure must reach the parent as data
-        return {"exception": {
-            "type": type(exc).__name__, "os_error": isinstance(exc, OSError), "text": str(exc),
-            "trace": "".join(traceback.format_exception(exc)),
-        }}
+        return _unexpected(exc)
     return {"result": {
         "artifacts": [[a.name, str(a.path), a.content_type] for a in result.artifacts],
         "info": result.info,
+    }}
+
+
+def _unexpected(exc: Exception) -> dict[str, Any]:
+    return {"exception": {
+        "type": type(exc).__name__, "os_error": isinstance(exc, OSError), "text": str(exc),
+        "trace": "".join(traceback.format_exception(exc)),
     }}
 
 
