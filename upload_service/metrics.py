@@ -110,10 +110,11 @@ class ApiMetrics:
             "upload_http_requests", "HTTP requests by method, route template and status",
             ["method", "route", "status"], registry=self.registry,
         )
-        # One series per version, not one per process ("max": 1 while any process ran it).
+        # One series per version that a live process runs, not one per process: after a rolling
+        # restart (SIGHUP) into a new release the old version's series goes with its processes.
         self.build_info = Gauge(
             "upload_build_info", "Always 1; the running version in a label", ["version"], registry=self.registry,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.build_info.labels(version=service_version()).set(1)
 
@@ -176,8 +177,8 @@ def multiprocess_metrics_dir() -> Iterator[Path]:
 
 
 def forget_process(pid: int, directory: Path) -> None:
-    """An API process exited: drop its live gauges (in flight). Its counters and histograms
-    stay in the directory, so what it counted is never lost from the totals."""
+    """An API process exited: drop its live gauges (in flight, build info). Its counters and
+    histograms stay in the directory, so what it counted is never lost from the totals."""
     mark_process_dead(pid, str(directory))
 
 

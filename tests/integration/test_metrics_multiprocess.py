@@ -249,6 +249,7 @@ def test_a_killed_process_keeps_its_counts_and_drops_its_in_flight_uploads(serve
         while livesum.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not livesum.exists(), "the supervisor did not forget the killed process"
+        assert not (served.metrics_dir() / f"gauge_livemax_{victim}.db").exists()  # its build info
         assert raw.read_response(sock) is None  # the stalled client's connection died with it
 
     replacement = served.wait_for_workers()
@@ -257,6 +258,7 @@ def test_a_killed_process_keeps_its_counts_and_drops_its_in_flight_uploads(serve
     assert served.process_values(victim, "counter") == victim_counted
     after = served.scrape()
     assert value(after, "upload_uploads_in_flight") == 0
+    assert [n for n, _ in after if n == "upload_build_info"] == ["upload_build_info"]
     for (name, labels), counted in before.items():
         if name.startswith(("upload_uploads_total", "upload_ingest_duration_seconds", "upload_received_bytes")):
             assert after.get((name, labels)) == counted, (name, labels)
