@@ -139,10 +139,10 @@ def total(scrape: dict[Key, float], name: str, **labels: str) -> float:
 
 
 def until_both_processes_answered(served: Served, batch: Callable[[], None], rounds: int = 6) -> int:
-    """Run ``batch`` until every API process counted requests; returns how many batches ran."""
+    """Run ``batch`` until every API process counted uploads; returns how many batches ran."""
     for done in range(1, rounds + 1):
         batch()
-        counts = [served.process_values(pid, "counter").get("upload_http_requests_total", 0) for pid in served.workers()]
+        counts = [served.process_values(pid, "counter").get("upload_uploads_total", 0) for pid in served.workers()]
         if len(counts) == WORKERS and all(counts):
             return done
     raise AssertionError(f"the kernel gave every connection to one process: {counts}")
