@@ -279,6 +279,8 @@ class WebhookSettings(BaseModel):
     #: After ``rotate-secret`` deliveries are signed with the old secret too for this long.
     rotation_overlap_seconds: int = Field(24 * 3600, ge=0)
     max_endpoints_per_tenant: int = Field(20, ge=1, le=1000)
+    #: Delivered and dead deliveries (and their attempts and events) are kept this long.
+    retention_days: int = Field(30, ge=1)
 
     @field_validator("secret_keys")
     @classmethod

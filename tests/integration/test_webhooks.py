@@ -320,3 +320,81 @@ def _cli(env: dict[str, str], *args: str) -> str:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
+
+
+def test_concurrent_dispatchers_send_each_event_once(server: LiveServer, receiver: Receiver) -> None:
+    """Three dispatchers race over the same 24 due deliveries: each is sent exactly once (leases
+    by conditional UPDATE; SKIP LOCKED on PostgreSQL)."""
+    settings = webhook_settings(batch_size=3, concurrency=2)
+    client = server.client()
+    _endpoint, receiver.secret = add_endpoint(server, client.tenant, receiver.url, settings, "upload.accepted")
+    for n in range(24):
+        upload(client, png_bytes(8 + n, 8), f"{n}.png", "image/png")
+    dispatchers = [make_dispatcher(server, settings) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def run(dispatcher: Dispatcher) -> None:
+        try:
+            drain(dispatcher, settled(server, client.tenant))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in dispatchers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    ids = [r.webhook_id for r in receiver.received]
+    assert len(ids) == 24 and len(set(ids)) == 24
+    assert all(r.verified and r.answered == 200 for r in receiver.received)
+    rows = deliveries_of(server, client.tenant)
+    assert [d.attempts for d, _ in rows] == [1] * 24
+
+
+def test_the_worker_process_runs_a_dispatcher(server: LiveServer, receiver: Receiver, tmp_path: Any) -> None:
+    """``upload-service worker`` processes the image and its dispatcher thread delivers both events."""
+    import dataclasses
+
+    from tests.fixtures.workers import start_worker_process
+
+    run_jobs_in_process(server)  # earlier tests' queued jobs first, so this one's is next
+    settings = webhook_settings()
+    client = server.client()
+    _endpoint, receiver.secret = add_endpoint(server, client.tenant, receiver.url, settings)
+    with_webhooks = Settings(**{**server.settings.model_dump(), "webhooks": settings.model_dump()})
+    worker = start_worker_process(dataclasses.replace(server, settings=with_webhooks), tmp_path)
+    try:
+        image = upload(client, png_bytes(), "a.png", "image/png")
+        wait_for_status(client, image, {"done"}, timeout=30)
+        got = receiver.wait_for(2, timeout=10)
+    except AssertionError:
+        print(worker.log_tail(60))
+        raise
+    finally:
+        worker.stop(timeout=15)
+    assert [(r.type, r.verified) for r in got] == [("upload.accepted", True), ("upload.done", True)]
+
+
+def test_finished_deliveries_are_pruned_after_their_retention(server: LiveServer, receiver: Receiver) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    settings = webhook_settings(retention_days=1)
+    client = server.client()
+    _endpoint, receiver.secret = add_endpoint(server, client.tenant, receiver.url, settings, "upload.accepted")
+    upload(client, png_bytes(), "a.png", "image/png")
+    upload(client, png_bytes(), "b.png", "image/png")
+    dispatcher = make_dispatcher(server, settings)
+    drain(dispatcher, settled(server, client.tenant))
+    [(old, old_event), (recent, _)] = deliveries_of(server, client.tenant)
+    with session_scope(server.sessions) as session:
+        session.execute(
+            update(WebhookDelivery).where(WebhookDelivery.id == old.id)
+            .values(finished_at=old.finished_at - timedelta(days=2))
+        )
+    assert dispatcher.prune() == 1
+    assert [d.id for d, _ in deliveries_of(server, client.tenant)] == [recent.id]
+    with server.sessions() as session:
+        assert session.get(WebhookEvent, old_event.id) is None

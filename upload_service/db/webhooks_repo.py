@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from upload_service.db.webhook_models import (
@@ -54,12 +54,16 @@ def remove_endpoint(session: Session, endpoint: WebhookEndpoint) -> None:
     session.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id))
 
 
+_SUBSCRIPTIONS = select(WebhookEndpoint.id, WebhookEndpoint.events).where(
+    WebhookEndpoint.tenant == bindparam("tenant")
+)
+
+
 def subscribed_endpoint_ids(session: Session, tenant: str, event_type: str) -> list[str]:
     """The tenant's endpoints that take ``event_type`` (subscriptions are a short JSON list,
-    filtered here rather than with each database's own JSON operators)."""
-    rows = session.execute(
-        select(WebhookEndpoint.id, WebhookEndpoint.events).where(WebhookEndpoint.tenant == tenant)
-    ).all()
+    filtered here rather than with each database's own JSON operators). On every accept, so
+    it goes through the session's connection (Core), not the ORM's result machinery."""
+    rows = session.connection().execute(_SUBSCRIPTIONS, {"tenant": tenant}).all()
     return [row.id for row in rows if event_type in (row.events or [])]
 
 
@@ -67,23 +71,23 @@ def subscribed_endpoint_ids(session: Session, tenant: str, event_type: str) -> l
 
 
 def add_event(session: Session, event: WebhookEvent, endpoint_ids: Sequence[str]) -> None:
-    """The event and one pending delivery per endpoint, in the caller's transaction."""
-    session.add(event)
-    session.flush()
-    session.add_all(
-        WebhookDelivery(
-            event_id=event.id,
-            endpoint_id=endpoint_id,
-            tenant=event.tenant,
-            upload_id=event.upload_id,
-            status=DeliveryStatus.PENDING,
-            attempts=0,
-            next_attempt_at=event.created_at,
-            created_at=event.created_at,
-        )
-        for endpoint_id in endpoint_ids
+    """The event and one pending delivery per endpoint, in the caller's transaction (Core
+    inserts on the session's connection: this runs inside status changes)."""
+    connection = session.connection()
+    connection.execute(
+        insert(WebhookEvent),
+        {"id": event.id, "tenant": event.tenant, "type": event.type, "upload_id": event.upload_id,
+         "body": event.body, "created_at": event.created_at},
     )
-    session.flush()
+    connection.execute(
+        insert(WebhookDelivery),
+        [
+            {"event_id": event.id, "endpoint_id": endpoint_id, "tenant": event.tenant, "upload_id": event.upload_id,
+             "status": DeliveryStatus.PENDING.value, "attempts": 0, "next_attempt_at": event.created_at,
+             "created_at": event.created_at}
+            for endpoint_id in endpoint_ids
+        ],
+    )
 
 
 # --- dispatching --------------------------------------------------------------------------
@@ -156,6 +160,31 @@ def finish_attempt(session: Session, delivery_id: int, token: str, **values: obj
         .values(claimed_until=None, claim_token=None, **values)
     )
     return result.rowcount > 0
+
+
+def delivery_exists(session: Session, delivery_id: int) -> bool:
+    return session.scalar(select(WebhookDelivery.id).where(WebhookDelivery.id == delivery_id)) is not None
+
+
+def prune_finished(session: Session, finished_before: datetime, limit: int = 10_000) -> int:
+    """Delete up to ``limit`` deliveries finished before the cutoff, their attempts, and the
+    events no delivery refers to any more; the number of deliveries deleted."""
+    old = list(
+        session.scalars(
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.status != DeliveryStatus.PENDING, WebhookDelivery.finished_at < finished_before)
+            .limit(limit)
+        )
+    )
+    if not old:
+        return 0
+    events = select(WebhookDelivery.event_id).where(WebhookDelivery.id.in_(old)).distinct()
+    event_ids = list(session.scalars(events))
+    session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(old)))
+    session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(old)))
+    orphan = ~exists().where(WebhookDelivery.event_id == WebhookEvent.id)
+    session.execute(delete(WebhookEvent).where(WebhookEvent.id.in_(event_ids), orphan))
+    return len(old)
 
 
 def oldest_pending_created_at(session: Session) -> datetime | None:

@@ -39,6 +39,7 @@ log = logging.getLogger("upload_service.webhooks")
 USER_AGENT = "upload-service-webhooks/1"
 #: ``outcome`` label values of ``upload_webhook_deliveries_total``.
 DELIVERED, RETRY, DEAD = "delivered", "retry", "dead"
+PRUNE_INTERVAL_SECONDS = 3600.0
 
 
 def utcnow() -> datetime:
@@ -60,8 +61,6 @@ class Dispatcher:
     #: Called with each attempt's outcome (``delivered``, ``retry``, ``dead``): the metrics.
     on_outcome: Callable[[str], None] | None = None
     resolver: Resolver = system_resolver
-    #: Called just before each POST (tests stop a dispatcher there).
-    before_send: Callable[[int], None] | None = None
     name: str = field(default_factory=lambda: secrets.token_hex(8))
 
     def __post_init__(self) -> None:
@@ -89,16 +88,31 @@ class Dispatcher:
         return len(claimed)
 
     def run_forever(self, stop: threading.Event) -> None:
-        """Until ``stop``: batches back to back while there is work, else a poll interval's sleep."""
+        """Until ``stop``: batches back to back while there is work, else a poll interval's
+        sleep; finished deliveries past their retention are pruned now and then."""
         log.info("webhook dispatcher %s started", self.name)
+        next_prune = time.monotonic()
         while not stop.is_set():
             try:
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+                    self.prune()
                 sent = self.run_once()
             except Exception:  # noqa: BLE001 - a DB outage: try again next round
                 log.warning("webhook dispatch round failed", exc_info=True)
                 sent = 0
             if not sent:
                 stop.wait(self.settings.poll_interval_seconds)
+
+    def prune(self) -> int:
+        """Forget delivered and dead deliveries finished more than ``retention_days`` ago (with
+        their attempts), and events left without a delivery."""
+        cutoff = utcnow() - timedelta(days=self.settings.retention_days)
+        with session_scope(self.sessions) as session:
+            removed = webhooks_repo.prune_finished(session, cutoff)
+        if removed:
+            log.info("pruned %d finished webhook deliveries older than %d days", removed, self.settings.retention_days)
+        return removed
 
     # --- one delivery -------------------------------------------------------------------------
 
@@ -123,8 +137,6 @@ class Dispatcher:
                     "webhook-timestamp": str(timestamp),
                     "webhook-signature": sign(signing, event.id, timestamp, body),
                 }
-                if self.before_send is not None:
-                    self.before_send(delivery_id)
                 result = post(endpoint.url, body, headers, self.policy, self.limits, resolver=self.resolver)
             self._record(delivery_id, token, delivery.attempts, delivery.created_at, endpoint, event.id, event.type,
                          event.upload_id, result)
@@ -161,6 +173,14 @@ class Dispatcher:
             else:
                 values.update(next_attempt_at=now + timedelta(seconds=wait))
         with session_scope(self.sessions) as session:
+            if not webhooks_repo.finish_attempt(session, delivery_id, token, **values):
+                if not webhooks_repo.delivery_exists(session, delivery_id):
+                    return  # the endpoint was removed while we sent
+                # Our lease ran out and another dispatcher took over: the attempt goes on
+                # record, the delivery's state is theirs to set.
+                outcome = DELIVERED if result.ok else RETRY
+            elif outcome == DEAD and self.audit is not None:
+                self.audit.record_in(session, _dead_event(endpoint, event_id, event_type, upload_id, attempts, error))
             webhooks_repo.add_attempt(
                 session,
                 WebhookAttempt(
@@ -168,12 +188,6 @@ class Dispatcher:
                     latency_ms=result.latency_ms, error=error,
                 ),
             )
-            if not webhooks_repo.finish_attempt(session, delivery_id, token, **values):
-                # Our lease ran out and another dispatcher took over: the attempt is on record,
-                # the delivery's state is theirs to set.
-                outcome = RETRY if not result.ok else DELIVERED
-            elif outcome == DEAD and self.audit is not None:
-                self.audit.record_in(session, _dead_event(endpoint, event_id, event_type, upload_id, attempts, error))
         log.info(
             "webhook %s %s to endpoint %s: %s", event_id, event_type, endpoint.id, outcome,
             extra={"tenant": endpoint.tenant, "upload_id": upload_id, "status_code": result.status_code,

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
 import socket
@@ -242,7 +243,7 @@ def _pinned_connection(target: Target, address: str, limits: HttpLimits) -> http
     connection: http.client.HTTPConnection
     if target.scheme == "https":
         connection = http.client.HTTPSConnection(
-            target.host, target.port, timeout=limits.read_timeout, context=ssl.create_default_context()
+            target.host, target.port, timeout=limits.read_timeout, context=_tls_context()
         )
     else:
         connection = http.client.HTTPConnection(target.host, target.port, timeout=limits.read_timeout)
@@ -255,6 +256,12 @@ def _pinned_connection(target: Target, address: str, limits: HttpLimits) -> http
     # http.client connects through this hook; HTTPS then wraps the socket with the NAME as SNI.
     connection._create_connection = connect_pinned  # type: ignore[attr-defined]
     return connection
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The system's CAs, hostname checks on: built once (loading CAs takes milliseconds)."""
+    return ssl.create_default_context()
 
 
 def _abort(connection: http.client.HTTPConnection) -> None:
