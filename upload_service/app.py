@@ -23,6 +23,7 @@ from upload_service.metrics import WebhookCollector
 from upload_service.ingest.spool import remove_stale_parts
 from upload_service.settings import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, CorsSettings, Settings
 from upload_service.tokens import load_keyring
+from upload_service.webhooks.secretbox import check_configured_keys
 
 
 class _App(FastAPI):
@@ -111,4 +112,5 @@ def app_factory() -> FastAPI:
     """For ``uvicorn --factory upload_service.app:app_factory``: settings from the environment."""
     settings = Settings()
     load_keyring(settings.tokens)  # refuse now, with one clear line, rather than in the lifespan
+    check_configured_keys(settings.webhooks)  # a configured but unusable webhook key: refuse too
     return create_app(settings)

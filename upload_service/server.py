@@ -83,6 +83,13 @@ def serve(settings: Settings, *, host: str | None, port: int | None, uds: str | 
     except TokenKeyError as exc:
         print(f"refusing to start: {exc}", file=sys.stderr)
         return 2
+    from upload_service.webhooks.secretbox import WebhookKeyError, check_configured_keys
+
+    try:  # a configured webhook key must load; none at all only turns webhooks off
+        check_configured_keys(settings.webhooks)
+    except WebhookKeyError as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 2
     options: dict[str, Any] = {
         "factory": True,
         "proxy_headers": True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 
 from rq import SimpleWorker, Worker
@@ -20,7 +21,7 @@ from upload_service.reconciler import reconcile
 from upload_service.settings import Settings
 from upload_service.webhooks.dispatcher import Dispatcher
 from upload_service.webhooks.metrics_sink import redis_outcome_counter
-from upload_service.webhooks.secretbox import WebhookKeyError, load_secret_box
+from upload_service.webhooks.secretbox import WebhookKeyError, check_configured_keys, keys_configured, load_secret_box
 from workers import context
 
 log = logging.getLogger("workers.entry")
@@ -28,6 +29,11 @@ log = logging.getLogger("workers.entry")
 
 def run_worker(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging()
+    try:
+        check_configured_keys(settings.webhooks)
+    except WebhookKeyError as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 2
     ctx = context.build_context(settings)
     context.install(ctx)
     names = [q.strip() for q in (args.queues or "").split(",") if q.strip()] or ctx.queue.queue_names()
@@ -55,16 +61,16 @@ def start_webhook_dispatcher(ctx: context.WorkerContext, stop: threading.Event) 
     (a forked work-horse never shares its connections). Without ``webhooks.secret_keys`` there
     is nothing to sign with: it does not start, and says so loudly if endpoints exist."""
     settings = ctx.settings
-    try:
-        box = load_secret_box(settings.webhooks)
-    except WebhookKeyError as exc:
+    if keys_configured(settings.webhooks):
+        box = load_secret_box(settings.webhooks)  # checked by run_worker before anything started
+    else:
         try:
             with ctx.sessions() as session:
                 endpoints = len(webhooks_repo.list_endpoints(session))
         except SQLAlchemyError:
             endpoints = 0
         if endpoints:
-            log.error("webhook dispatcher NOT started, %d endpoints wait: %s", endpoints, exc)
+            log.error("webhook dispatcher NOT started (no webhooks.secret_keys): %d endpoints wait", endpoints)
         return None
     engine = build_engine(settings.database)
     sessions = build_sessionmaker(engine)

@@ -54,6 +54,17 @@ class SecretBox:
         return box.partition(":")[0]
 
 
+def keys_configured(settings: WebhookSettings) -> bool:
+    return bool(settings.secret_keys) or settings.secret_keys_file is not None
+
+
+def check_configured_keys(settings: WebhookSettings) -> None:
+    """At start-up: keys that are configured must load (a bad file, a short key or an unknown
+    active id refuses to start); none configured means webhooks are off, which is allowed."""
+    if keys_configured(settings):
+        load_secret_box(settings)
+
+
 def load_secret_box(settings: WebhookSettings) -> SecretBox:
     """The keys of ``webhooks.secret_keys`` plus ``secret_keys_file``; refuses none or short ones."""
     found = {k: v.get_secret_value() for k, v in settings.secret_keys.items()}
