@@ -272,8 +272,9 @@ class WebhookSettings(BaseModel):
     max_age_seconds: int = Field(24 * 3600, ge=1)
     max_attempts: int = Field(40, ge=1, le=1000)
     poll_interval_seconds: float = Field(1.0, gt=0)
-    batch_size: int = Field(20, ge=1, le=1000)
-    concurrency: int = Field(4, ge=1, le=64, description="deliveries one dispatcher sends at once")
+    #: Deliveries one dispatcher leases and sends at once: each leased delivery is being sent,
+    #: so a lease only has to outlast one attempt (``lease_seconds`` > ``attempt_timeout_seconds``).
+    concurrency: int = Field(4, ge=1, le=64)
     #: A claimed delivery is someone else's to retry after this (a dispatcher killed mid-send).
     lease_seconds: float = Field(120.0, gt=0)
     #: After ``rotate-secret`` deliveries are signed with the old secret too for this long.

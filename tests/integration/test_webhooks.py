@@ -325,7 +325,7 @@ def _cli(env: dict[str, str], *args: str) -> str:
 def test_concurrent_dispatchers_send_each_event_once(server: LiveServer, receiver: Receiver) -> None:
     """Three dispatchers race over the same 24 due deliveries: each is sent exactly once (leases
     by conditional UPDATE; SKIP LOCKED on PostgreSQL)."""
-    settings = webhook_settings(batch_size=3, concurrency=2)
+    settings = webhook_settings(concurrency=3)
     client = server.client()
     _endpoint, receiver.secret = add_endpoint(server, client.tenant, receiver.url, settings, "upload.accepted")
     for n in range(24):

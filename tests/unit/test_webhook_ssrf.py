@@ -199,3 +199,15 @@ def test_malformed_urls_are_refused(url: str, connects: list[Any]) -> None:
 )
 def test_address_classes(address: str, reason: str | None) -> None:
     assert address_refusal(ipaddress.ip_address(address)) == reason
+
+
+def test_a_slow_name_lookup_is_bounded(connects: list[Any]) -> None:
+    def slow(host: str, port: int) -> list[str]:
+        time.sleep(3)
+        return ["93.184.216.34"]
+
+    started = time.monotonic()
+    result = post("http://slow.example/x", b"{}", {}, REFUSING, LIMITS, resolver=slow)
+    assert result.error is not None and "cannot resolve slow.example" in result.error
+    assert time.monotonic() - started < LIMITS.connect_timeout + 0.5
+    assert connects == []

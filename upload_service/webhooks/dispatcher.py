@@ -69,21 +69,21 @@ class Dispatcher:
         self._skip_locked = self.sessions.kw["bind"].dialect.name == "postgresql"
 
     def run_once(self) -> int:
-        """Claim one batch and send it; the number of deliveries attempted."""
+        """Lease up to ``concurrency`` due deliveries and send them all at once (none waits in
+        a queue while its lease runs down); the number attempted."""
         token = secrets.token_hex(16)
         now = utcnow()
         with session_scope(self.sessions) as session:
             claimed = webhooks_repo.claim_due(
                 session, now, now + timedelta(seconds=self.settings.lease_seconds), token,
-                self.settings.batch_size, skip_locked=self._skip_locked,
+                self.settings.concurrency, skip_locked=self._skip_locked,
             )
         if not claimed:
             return 0
-        if len(claimed) == 1 or self.settings.concurrency == 1:
-            for delivery_id in claimed:
-                self._deliver(delivery_id, token)
+        if len(claimed) == 1:
+            self._deliver(claimed[0], token)
         else:
-            with ThreadPoolExecutor(max_workers=min(self.settings.concurrency, len(claimed))) as pool:
+            with ThreadPoolExecutor(max_workers=len(claimed)) as pool:
                 list(pool.map(lambda d: self._deliver(d, token), claimed))
         return len(claimed)
 

@@ -153,8 +153,11 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def resolve_checked(target: Target, policy: DestinationPolicy, resolver: Resolver = system_resolver) -> str:
-    """The address to connect to: every address of the name must pass ``policy``."""
+def resolve_checked(
+    target: Target, policy: DestinationPolicy, resolver: Resolver = system_resolver, timeout: float | None = None
+) -> str:
+    """The address to connect to: every address of the name must pass ``policy``. With a
+    ``timeout``, a lookup that takes longer is a refusal (the OS resolver has no deadline)."""
     try:
         literal: IPAddress | None = ipaddress.ip_address(target.host)
     except ValueError:
@@ -163,7 +166,7 @@ def resolve_checked(target: Target, policy: DestinationPolicy, resolver: Resolve
         addresses = [str(literal)]
     else:
         try:
-            addresses = resolver(target.host, target.port)
+            addresses = _resolve(resolver, target.host, target.port, timeout)
         except (OSError, UnicodeError) as exc:
             raise DestinationRefused(f"cannot resolve {target.host}: {exc}") from None
         if not addresses:
@@ -174,6 +177,27 @@ def resolve_checked(target: Target, policy: DestinationPolicy, resolver: Resolve
         if reason is not None:
             raise DestinationRefused(f"{target.host} resolves to a {reason} address ({address})")
     return addresses[0]
+
+
+def _resolve(resolver: Resolver, host: str, port: int, timeout: float | None) -> list[str]:
+    if timeout is None:
+        return resolver(host, port)
+    outcome: list[list[str] | BaseException] = []
+
+    def lookup() -> None:
+        try:
+            outcome.append(resolver(host, port))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome.append(exc)
+
+    thread = threading.Thread(target=lookup, name="webhook-dns", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise OSError(f"no answer within {timeout:g} s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def check_url(url: str, policy: DestinationPolicy, resolver: Resolver = system_resolver) -> None:
@@ -213,7 +237,7 @@ def post(
 
     try:
         target = parse_url(url)
-        address = resolve_checked(target, policy, resolver)
+        address = resolve_checked(target, policy, resolver, timeout=limits.connect_timeout)
     except (ValueError, DestinationRefused) as exc:
         return SendResult(None, elapsed(), f"refused: {exc}")
     connection = _pinned_connection(target, address, limits)
