@@ -329,11 +329,12 @@ class UploadService:
             self.store.delete_prefix(self.settings.storage.artifacts_bucket, prefix)
         except StorageError as exc:
             raise unavailable("object storage", exc) from exc
-        # Committed with the row's removal (the request's session), or not at all.
-        record_upload_event(
-            session, upload, EventType.UPLOAD_DELETED, occurred_at=repository.utcnow(), status="deleted"
-        )
-        repository.delete_upload(session, upload)
+        if repository.delete_upload(session, upload):
+            # Committed with the row's removal (the request's session), or not at all; a
+            # concurrent DELETE that removed the row first wrote the one event.
+            record_upload_event(
+                session, upload, EventType.UPLOAD_DELETED, occurred_at=repository.utcnow(), status="deleted"
+            )
 
     def artifact_url(self, session: Session, principal: Principal, upload_id: str, name: str) -> str:
         upload = self.get_upload(session, principal, upload_id)
