@@ -35,6 +35,7 @@ SECRETS = {
     "POSTGRES_PASSWORD": "pg-secret",
     "REDIS_PASSWORD": "redissecret",
     "UPLOAD_TOKEN_SECRET": "t" * 40,
+    "UPLOAD_WEBHOOK_SECRET_KEY": "w" * 40,
     "SEAWEEDFS_JWT_SECRET": "jwt-secret-jwt-secret",
     "S3_ADMIN_ACCESS_KEY_ID": "ADMINKEY",
     "S3_ADMIN_SECRET_ACCESS_KEY": "admin-secret-admin-secret",
@@ -208,7 +209,7 @@ def test_networks_nginx_reaches_only_the_api(model: dict[str, Any]) -> None:
 
     assert set(services["nginx"]["networks"]) == {"front"}
     assert members("front") == {"nginx", "api"}
-    assert members("backend") == {"api", "worker-images", "worker-pdfs", "migrate", "redis", "postgres", "seaweedfs"}
+    assert members("backend") == {"api", "worker-images", "worker-pdfs", "migrate", "webhook-dispatcher", "redis", "postgres", "seaweedfs"}
     assert model["networks"]["backend"].get("internal") is True
     assert members("s3-public") == {"seaweedfs"}
     assert services["nginx-config"].get("network_mode") == "none"
@@ -260,3 +261,20 @@ def test_nginx_config_renders_from_the_compose_settings(model: dict[str, Any], t
     assert re.search(r"listen 0\.0\.0\.0:8080\b", config)
     assert not re.search(r"^user ", config, flags=re.M)
     assert "pid /var/cache/nginx/upload-service/nginx.pid;" in config  # the nginx service's tmpfs
+
+
+def test_webhook_key_only_where_endpoints_are_sealed_and_deliveries_signed(model: dict[str, Any]) -> None:
+    """The API seals endpoint secrets and the dispatcher signs with them; workers parse untrusted
+    files on a network with no way out, so they hold no key (and run no dispatcher thread)."""
+    services = model["services"]
+    holders = {n for n, s in services.items() if "UPLOAD_WEBHOOKS__SECRET_KEYS" in (s.get("environment") or {})}
+    assert holders == {"api", "webhook-dispatcher"}
+    for name in holders:
+        keys = json.loads(services[name]["environment"]["UPLOAD_WEBHOOKS__SECRET_KEYS"])
+        assert keys == {"k1": SECRETS["UPLOAD_WEBHOOK_SECRET_KEY"]}, name
+    dispatcher = services["webhook-dispatcher"]
+    assert dispatcher["command"] == ["upload-service", "webhooks", "dispatch"]
+    assert set(dispatcher["networks"]) == {"backend", "egress"}
+    assert not model["networks"]["egress"].get("internal")
+    assert [n for n, s in services.items() if "egress" in s.get("networks", {})] == ["webhook-dispatcher"]
+    assert "UPLOAD_STORAGE__ACCESS_KEY_ID" not in dispatcher["environment"]
