@@ -36,6 +36,7 @@ from rq.job import Job
 
 from upload_service.jobqueue import SERIALIZER, JobQueue
 from upload_service.media import IMAGE, PDF
+from upload_service.pids import pid_alive
 
 INGEST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -189,18 +190,10 @@ def _remove_orphaned_dirs(base: Path) -> None:
             info = entry.lstat()
         except (ValueError, OSError):
             continue
-        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not _alive(pid):
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not pid_alive(pid):
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def record_job(connection: Redis, kind: str, outcome: str, code: str, seconds: float) -> None:

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from upload_service.errors import ErrorCode, ServiceError
-from upload_service.settings import TOKEN_KEY_ID, LimitSettings, TokenSettings, check_token_secret
+from upload_service.secretkeys import load_secret_keys
+from upload_service.settings import TOKEN_KEY_ID, LimitSettings, TokenSettings
 
 TOKEN_PREFIX = "ust_"
 FORMAT_VERSION = 1
@@ -126,37 +127,12 @@ class Keyring:
 
 def load_keyring(settings: TokenSettings) -> Keyring:
     """The secrets of ``tokens.secrets`` plus ``tokens.secrets_file``; refuses none or short ones."""
-    found: dict[str, str] = {k: v.get_secret_value() for k, v in settings.secrets.items()}
-    if settings.secrets_file is not None:
-        try:
-            text = settings.secrets_file.read_text()
-        except OSError as exc:
-            raise TokenKeyError(f"tokens.secrets_file cannot be read ({exc.strerror})") from None
-        for number, line in enumerate(text.splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            key_id, sep, secret = line.partition("=")
-            if not sep:
-                raise TokenKeyError(f"tokens.secrets_file line {number}: expected key_id=secret")
-            found[key_id.strip()] = secret.strip()
-    if not found:
-        raise TokenKeyError(
-            "no upload-token secret: set tokens.secrets (UPLOAD_TOKENS__SECRETS='{\"k1\": \"<32+ random bytes>\"}')"
-            " or tokens.secrets_file"
-        )
-    for key_id, secret in found.items():
-        try:
-            check_token_secret(key_id, secret)
-        except ValueError as exc:
-            raise TokenKeyError(str(exc)) from None
-    active = settings.active_key_id
-    if active is None:
-        if len(found) > 1:
-            raise TokenKeyError("several token secrets: set tokens.active_key_id to the one that signs")
-        active = next(iter(found))
-    if active not in found:
-        raise TokenKeyError(f"tokens.active_key_id {active!r} is not among the secrets' key ids")
+    found, active = load_secret_keys(
+        settings.secrets, settings.secrets_file, settings.active_key_id,
+        setting="tokens.secrets", error=TokenKeyError,
+        missing="no upload-token secret: set tokens.secrets "
+        "(UPLOAD_TOKENS__SECRETS='{\"k1\": \"<32+ random bytes>\"}') or tokens.secrets_file",
+    )
     return Keyring(secrets={k: v.encode() for k, v in found.items()}, active_key_id=active)
 
 

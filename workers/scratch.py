@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from upload_service.pids import pid_alive
+
 log = logging.getLogger("workers.scratch")
 
 _ENTRY = re.compile(r"^job-(\d+)-")
@@ -64,20 +66,10 @@ def sweep_stale(base: Path, stale_after_seconds: float) -> list[Path]:
             age = now - entry.stat().st_mtime
         except FileNotFoundError:
             continue  # its owner just removed it
-        if pid == os.getpid() or (_alive(pid) and age <= stale_after_seconds):
+        if pid == os.getpid() or (pid_alive(pid) and age <= stale_after_seconds):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)
     if removed:
         log.warning("removed %d scratch directories left by killed jobs", len(removed))
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True

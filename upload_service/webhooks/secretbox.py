@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from upload_service.settings import WebhookSettings, check_token_secret
+from upload_service.secretkeys import load_secret_keys
+from upload_service.settings import WebhookSettings
 
 _NONCE_BYTES = 12
 
@@ -67,35 +68,11 @@ def check_configured_keys(settings: WebhookSettings) -> None:
 
 def load_secret_box(settings: WebhookSettings) -> SecretBox:
     """The keys of ``webhooks.secret_keys`` plus ``secret_keys_file``; refuses none or short ones."""
-    found = {k: v.get_secret_value() for k, v in settings.secret_keys.items()}
-    if settings.secret_keys_file is not None:
-        try:
-            text = settings.secret_keys_file.read_text()
-        except OSError as exc:
-            raise WebhookKeyError(f"webhooks.secret_keys_file cannot be read ({exc.strerror})") from None
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            key_id, sep, secret = line.partition("=")
-            if not sep:
-                raise WebhookKeyError(f"webhooks.secret_keys_file line {number}: expected key_id=key")
-            found[key_id.strip()] = secret.strip()
-    if not found:
-        raise WebhookKeyError(
-            "no webhook secret key: set webhooks.secret_keys "
-            "(UPLOAD_WEBHOOKS__SECRET_KEYS='{\"k1\": \"<32+ random bytes>\"}') or webhooks.secret_keys_file"
-        )
-    for key_id, secret in found.items():
-        try:
-            check_token_secret(key_id, secret)
-        except ValueError as exc:
-            raise WebhookKeyError(str(exc).replace("token", "webhook")) from None
-    active = settings.active_key_id
-    if active is None:
-        if len(found) > 1:
-            raise WebhookKeyError("several webhook secret keys: set webhooks.active_key_id to the one that encrypts")
-        active = next(iter(found))
-    if active not in found:
-        raise WebhookKeyError(f"webhooks.active_key_id {active!r} is not among the keys")
+    found, active = load_secret_keys(
+        settings.secret_keys, settings.secret_keys_file, settings.active_key_id,
+        setting="webhooks.secret_keys", error=WebhookKeyError,
+        missing="no webhook secret key: set webhooks.secret_keys "
+        "(UPLOAD_WEBHOOKS__SECRET_KEYS='{\"k1\": \"<32+ random bytes>\"}') or webhooks.secret_keys_file",
+    )
     # Any string of 32+ bytes is a key: SHA-256 makes it exactly the 32 bytes AES-256 takes.
     return SecretBox(keys={k: hashlib.sha256(v.encode()).digest() for k, v in found.items()}, active_key_id=active)
