@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -124,10 +123,6 @@ def test_the_rules_cover_what_operators_need() -> None:
         assert {"summary", "description"} <= set(rule["annotations"]), rule["alert"]
         assert rule["labels"]["severity"] in {"page", "ticket"}, rule["alert"]
 
-
-@pytest.fixture
-def client(server: LiveServer) -> Client:
-    return server.client()
 
 
 def test_every_metric_the_rules_and_dashboard_name_is_exported(server: LiveServer, client: Client) -> None:

@@ -11,10 +11,6 @@ from tests.integration.contract import assert_error
 from upload_service.storage import keys
 
 
-@pytest.fixture
-def client(server: LiveServer) -> Client:
-    return server.client()
-
 
 @pytest.fixture
 def upload_id(client: Client) -> str:

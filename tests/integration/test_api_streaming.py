@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 
-import pytest
 
 from tests import rawhttp as raw
 from tests.fixtures.app import Client, LiveServer
@@ -17,10 +16,6 @@ from tests.integration.contract import assert_error
 MiB = 1024 * 1024
 OVERSHOOT_BYTES = 576 * 1024
 
-
-@pytest.fixture
-def client(server: LiveServer) -> Client:
-    return server.client()
 
 
 def request_head(client: Client, headers: dict[str, str]) -> bytes:

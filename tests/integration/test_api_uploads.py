@@ -15,10 +15,6 @@ from tests.integration.contract import assert_error
 from upload_service.storage import keys
 
 
-@pytest.fixture
-def client(server: LiveServer) -> Client:
-    return server.client()
-
 
 def assert_nothing_left(server: LiveServer, client: Client) -> None:
     assert server.spool_entries() == []

@@ -35,15 +35,6 @@ from upload_service.reconciler import reconcile_once
 NOTHING = {"originals": [], "artifacts": []}
 
 
-@pytest.fixture
-def client(server: LiveServer) -> Client:
-    return server.client()
-
-
-def upload(client: Client, data: bytes, filename: str) -> str:
-    response = client.upload(data, filename)
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
 
 
 def job_result(server: LiveServer, upload_id: str, timeout: float = 30.0) -> object:
@@ -78,7 +69,7 @@ def test_a_delete_while_the_job_runs_leaves_nothing(
     on: it finds the upload gone before or after storing, or when committing ``done``, and
     removes what it stored (``before_store``: the artifacts land after the DELETE emptied the
     prefix — the orphans of the original defect)."""
-    upload_id = upload(client, samples.png_bytes(300, 200), "a.png")
+    upload_id = client.accepted(samples.png_bytes(300, 200), "a.png")
     failpoints.arm(upload_id, point)
     worker_process()
     failpoints.wait_held(upload_id, point)
@@ -106,7 +97,7 @@ def test_a_job_that_finds_its_upload_being_deleted_removes_its_artifacts(
     """A DELETE that has committed its mark but not yet removed anything (or failed halfway):
     the job sees ``deleting`` after storing, removes its artifacts and writes no manifest; the
     DELETE, run again (or the worker's reconciler, if it comes first), finishes."""
-    upload_id = upload(client, samples.png_bytes(300, 200), "a.png")
+    upload_id = client.accepted(samples.png_bytes(300, 200), "a.png")
     failpoints.arm(upload_id, "artifacts_stored")
     worker = worker_process()
     failpoints.wait_held(upload_id, "artifacts_stored")
@@ -137,7 +128,7 @@ def test_a_killed_run_that_stored_after_the_delete_is_cleaned_by_its_retry(
     """The worst interleaving: the DELETE empties the prefix, the job then stores its artifacts
     and its work-horse is SIGKILLed before it can re-check. The retry finds no row; it finds the
     tenant in the ``processing:started`` event committed with the claim, and removes the prefix."""
-    upload_id = upload(client, samples.png_bytes(300, 200), "a.png")
+    upload_id = client.accepted(samples.png_bytes(300, 200), "a.png")
     failpoints.arm(upload_id, "before_store")
     failpoints.arm(upload_id, "artifacts_stored")
     worker = worker_process()
@@ -157,7 +148,7 @@ def test_a_killed_run_that_stored_after_the_delete_is_cleaned_by_its_retry(
 def test_a_delete_that_failed_halfway_is_finished_by_the_next_one(
     server: LiveServer, client: Client, s3_service  # type: ignore[no-untyped-def]
 ) -> None:
-    upload_id = upload(client, samples.png_bytes(), "a.png")
+    upload_id = client.accepted(samples.png_bytes(), "a.png")
     run_jobs_in_process(server)
     wait_for_status(client, upload_id, {"done"}, timeout=5)
     s3_service.process.stop()
@@ -180,7 +171,7 @@ def test_a_delete_that_failed_halfway_is_finished_by_the_next_one(
 def test_a_delete_nobody_retries_is_finished_by_the_reconciler(
     server: LiveServer, client: Client, s3_service  # type: ignore[no-untyped-def]
 ) -> None:
-    upload_id = upload(client, samples.png_bytes(), "a.png")
+    upload_id = client.accepted(samples.png_bytes(), "a.png")
     run_jobs_in_process(server)
     wait_for_status(client, upload_id, {"done"}, timeout=5)
     s3_service.process.stop()

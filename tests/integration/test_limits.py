@@ -5,16 +5,11 @@ agrees at the boundary."""
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from tests import samples
 from tests.fixtures.app import Client, LiveServer
 from tests.integration.contract import assert_error
 
-
-@pytest.fixture
-def client(server: LiveServer) -> Client:
-    return server.client()
 
 
 def test_limits_of_an_api_key_are_the_settings(server: LiveServer, client: Client) -> None:

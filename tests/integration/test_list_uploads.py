@@ -10,7 +10,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
-import pytest
 
 from tests import samples
 from tests.fixtures.app import Client, LiveServer
@@ -22,10 +21,6 @@ from upload_service.db.models import Upload, UploadStatus
 
 BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
-
-@pytest.fixture
-def client(server: LiveServer) -> Client:
-    return server.client()
 
 
 def insert(

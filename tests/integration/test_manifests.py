@@ -30,15 +30,6 @@ SCHEMA = json.loads((ROOT / "docs" / "manifest.schema.json").read_text())
 CONSUMER = ROOT / "docs" / "examples" / "consume_manifest.py"
 
 
-@pytest.fixture
-def client(server: LiveServer) -> Client:
-    return server.client()
-
-
-def upload(client: Client, data: bytes, filename: str) -> str:
-    response = client.upload(data, filename)
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
 
 
 def manifest_key(client: Client, upload_id: str) -> str:
@@ -70,9 +61,9 @@ def test_the_schema_is_a_valid_draft_2020_12_schema_and_refuses_mixed_outcomes()
 
 
 def test_done_and_failed_manifests_from_a_real_worker_validate(server: LiveServer, client: Client) -> None:
-    done_id = upload(client, samples.png_bytes(40, 30), "ok.png")
-    corrupt_id = upload(client, samples.truncated_pdf_bytes(), "broken.pdf")
-    bomb_id = upload(client, samples.png_bomb_bytes(30000), "bomb.png")
+    done_id = client.accepted(samples.png_bytes(40, 30), "ok.png")
+    corrupt_id = client.accepted(samples.truncated_pdf_bytes(), "broken.pdf")
+    bomb_id = client.accepted(samples.png_bomb_bytes(30000), "bomb.png")
     run_jobs_in_process(server)
 
     record = wait_for_status(client, done_id, {"done"}, timeout=10)
@@ -98,7 +89,7 @@ def test_done_and_failed_manifests_from_a_real_worker_validate(server: LiveServe
 
 
 def test_a_file_that_keeps_crashing_workers_gets_a_failed_manifest(server: LiveServer, client: Client) -> None:
-    upload_id = upload(client, samples.png_bytes(), "a.png")
+    upload_id = client.accepted(samples.png_bytes(), "a.png")
     with session_scope(server.sessions) as session:
         # As if max_crashes - 1 runs had died mid-job already, and the latest one too.
         repository.set_status(session, upload_id, "processing")
@@ -113,8 +104,8 @@ def test_a_file_that_keeps_crashing_workers_gets_a_failed_manifest(server: LiveS
 
 
 def test_a_missing_original_and_exhausted_retries_get_failed_manifests(server: LiveServer, client: Client) -> None:
-    missing = upload(client, samples.png_bytes(), "gone.png")
-    flaky = upload(client, samples.png_bytes(9, 9), "flaky.png")
+    missing = client.accepted(samples.png_bytes(), "gone.png")
+    flaky = client.accepted(samples.png_bytes(9, 9), "flaky.png")
     originals = server.settings.storage.originals_bucket
     server.store.delete(originals, f"{client.tenant}/{missing}/original")
     # A stored original that no longer matches its checksum is a transient fault: with a single
@@ -133,7 +124,7 @@ def test_a_missing_original_and_exhausted_retries_get_failed_manifests(server: L
 
 
 def test_deleting_a_failed_upload_removes_its_manifest(server: LiveServer, client: Client) -> None:
-    upload_id = upload(client, samples.truncated_pdf_bytes(), "broken.pdf")
+    upload_id = client.accepted(samples.truncated_pdf_bytes(), "broken.pdf")
     run_jobs_in_process(server)
     wait_for_status(client, upload_id, {"failed"}, timeout=10)
     assert client.request("DELETE", f"/v1/uploads/{upload_id}").status_code == 204
@@ -165,8 +156,8 @@ def run_consumer(s3: S3Service, *args: str, stdin: str | None = None) -> subproc
 def test_the_documented_consumer_verifies_real_manifests(
     server: LiveServer, client: Client, s3_service: S3Service, tmp_path: Path
 ) -> None:
-    done_id = upload(client, samples.jpeg_bytes(50, 40), "photo.jpg")
-    failed_id = upload(client, samples.truncated_pdf_bytes(), "broken.pdf")
+    done_id = client.accepted(samples.jpeg_bytes(50, 40), "photo.jpg")
+    failed_id = client.accepted(samples.truncated_pdf_bytes(), "broken.pdf")
     run_jobs_in_process(server)
     wait_for_status(client, done_id, {"done"}, timeout=10)
     wait_for_status(client, failed_id, {"failed"}, timeout=10)

@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 
 from tests import samples
-from tests.fixtures.app import Client, LiveServer
+from tests.fixtures.app import LiveServer
 from tests.fixtures.nginx import NginxFront
 from upload_service.nginxconf import CSP
 

@@ -23,10 +23,6 @@ from upload_service.jobqueue import connect
 from rq import Worker
 
 
-@pytest.fixture
-def client(server: LiveServer) -> Client:
-    return server.client()
-
 
 @pytest.fixture
 def budget_worker(server: LiveServer, tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -63,11 +59,6 @@ def child_usage(log_path: Path) -> list[dict[str, Any]]:
     return [line for line in lines if line.get("logger") == "workers.sandbox"]
 
 
-def upload(client: Client, data: bytes, filename: str) -> str:
-    response = client.upload(data, filename)
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
-
 
 def test_scan_bomb_upload_fails_after_one_attempt_within_the_file_budget(
     server: LiveServer, client: Client, budget_worker  # type: ignore[no-untyped-def]
@@ -77,7 +68,7 @@ def test_scan_bomb_upload_fails_after_one_attempt_within_the_file_budget(
     budget = server.settings.processing
 
     started = time.monotonic()
-    upload_id = upload(client, data, "bomb.jpg")
+    upload_id = client.accepted(data, "bomb.jpg")
     record = wait_for_status(client, upload_id, {"failed"}, timeout=budget.max_wall_seconds_per_file)
     elapsed = time.monotonic() - started
 
@@ -103,7 +94,7 @@ def test_a_bomb_past_the_scan_budget_is_stopped_by_the_cpu_budget_once(
     worker = budget_worker(max_jpeg_scans=10_000, max_cpu_seconds_per_file=1)
 
     started = time.monotonic()
-    upload_id = upload(client, bombs.jpeg_scan_bomb(2000, 5_000), "bomb.jpg")
+    upload_id = client.accepted(bombs.jpeg_scan_bomb(2000, 5_000), "bomb.jpg")
     record = wait_for_status(client, upload_id, {"failed"}, timeout=server.settings.processing.max_wall_seconds_per_file)
 
     assert record["error"]["code"] == "PROCESSING_TIMEOUT"
@@ -117,7 +108,7 @@ def test_a_bomb_past_the_scan_budget_is_stopped_by_the_cpu_budget_once(
 def test_gif_frame_outside_the_screen_fails_through_the_stack(
     server: LiveServer, client: Client, canvas: int
 ) -> None:
-    upload_id = upload(client, bombs.gif_frame_outside_screen(canvas), "tiny.gif")
+    upload_id = client.accepted(bombs.gif_frame_outside_screen(canvas), "tiny.gif")
     run_jobs_in_process(server)
 
     record = wait_for_status(client, upload_id, {"failed"}, timeout=5)
@@ -131,7 +122,7 @@ def test_a_killed_work_horse_leaves_no_scratch_directory_behind(
 ) -> None:
     scratch = tmp_path / "scratch"
     first = budget_worker(scratch_dir=scratch)
-    upload_id = upload(client, samples.noisy_jpeg_bytes(6000, 4000), "big.jpg")
+    upload_id = client.accepted(samples.noisy_jpeg_bytes(6000, 4000), "big.jpg")
     deadline = time.monotonic() + 30
     while not list(scratch.glob("job-*/original")) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -25,10 +25,6 @@ from upload_service.db.audit_models import AuditEventRow
 from upload_service.db.models import Upload, UploadTokenUse
 
 
-@pytest.fixture
-def client(server: LiveServer) -> Client:
-    return server.client()
-
 
 def mint(client: Client, **narrowing: Any) -> dict[str, Any]:
     response = client.request("POST", "/v1/upload-tokens", json=narrowing)

@@ -14,10 +14,6 @@ from tests.fixtures.app import Client, LiveServer
 from tests.integration.contract import assert_error
 
 
-@pytest.fixture
-def client(server: LiveServer) -> Client:
-    return server.client()
-
 
 def assert_nothing_left(server: LiveServer, client: Client) -> None:
     assert server.wait_for_empty_spool() == []

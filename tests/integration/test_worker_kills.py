@@ -34,15 +34,6 @@ from upload_service.media import kind_of
 POINTS = ["claimed", "pipeline", "artifacts_stored", "manifest_stored", "finished"]
 
 
-@pytest.fixture
-def client(server: LiveServer) -> Client:
-    return server.client()
-
-
-def upload(client: Client, data: bytes, filename: str) -> str:
-    response = client.upload(data, filename)
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
 
 
 def kill_at(
@@ -72,7 +63,7 @@ def test_a_work_horse_killed_at_each_point_loses_no_terminal_event(
 ) -> None:
     # Only the kill inside the pipeline needs a slow one (over a second); the rest a quick one.
     data = samples.noisy_jpeg_bytes(3000, 2000) if point == "pipeline" else samples.jpeg_bytes(800, 600)
-    upload_id = upload(client, data, "photo.jpg")
+    upload_id = client.accepted(data, "photo.jpg")
     failpoints.arm(upload_id, "before_pipeline" if point == "pipeline" else point)
     worker = worker_process()
     kill_at(server, client, worker, failpoints, upload_id, point)
@@ -99,7 +90,7 @@ def test_a_failing_file_killed_at_its_claim_or_its_end_is_failed_once(
     failpoints: FailPoints,  # noqa: F811
     point: str,
 ) -> None:
-    upload_id = upload(client, samples.truncated_pdf_bytes(), "broken.pdf")
+    upload_id = client.accepted(samples.truncated_pdf_bytes(), "broken.pdf")
     failpoints.arm(upload_id, point)
     worker = worker_process()
     kill_at(server, client, worker, failpoints, upload_id, point)
@@ -114,7 +105,7 @@ def test_a_failing_file_killed_at_its_claim_or_its_end_is_failed_once(
 def test_a_terminal_upload_without_its_event_gets_it_once(server: LiveServer, client: Client) -> None:
     """Rows left by a run from before status and event shared a transaction: the next run of the
     job finds the upload done without ``processing:done`` and writes it, once."""
-    upload_id = upload(client, samples.png_bytes(), "a.png")
+    upload_id = client.accepted(samples.png_bytes(), "a.png")
     with session_scope(server.sessions) as session:
         repository.set_status(session, upload_id, "done")  # as if killed between status and event
     queue = JobQueue(connect(server.settings.redis), server.settings.queue)
