@@ -30,8 +30,10 @@ def test_rendered_normalised_and_recursive() -> None:
     for line in ("set_real_ip_from 10.0.0.0/8;", "set_real_ip_from 192.0.2.7/32;", "set_real_ip_from 2001:db8::/32;",
                  "real_ip_header X-Forwarded-For;", "real_ip_recursive on;"):
         assert line in config
-    # The limit zones key on $binary_remote_addr, which the realip module rewrites.
-    assert config.index("real_ip_recursive on;") < config.index("limit_req_zone $binary_remote_addr")
+    # The limit zones key on $binary_remote_addr (through the per-method maps), which the realip
+    # module rewrites.
+    assert config.index("real_ip_recursive on;") < config.index("limit_req_zone ")
+    assert "POST $binary_remote_addr;" in config and "default $binary_remote_addr;" in config
 
 
 @pytest.mark.parametrize(
