@@ -433,7 +433,8 @@ class S3StreamingWriter:
         self._part_bytes = part_bytes
         self._in_flight = in_flight
         self._buffer = bytearray()
-        self._upload_id: str | None = None
+        #: CreateMultipartUpload, sent from a thread too (its parts wait for it there).
+        self._created: concurrent.futures.Future[str] | None = None
         self._pending: list[concurrent.futures.Future[dict[str, Any]]] = []
         self._done: list[dict[str, Any]] = []
         self._next_part = 1
@@ -442,7 +443,7 @@ class S3StreamingWriter:
 
     @property
     def multipart(self) -> bool:
-        return self._upload_id is not None
+        return self._created is not None
 
     def write(self, data: bytes | memoryview) -> None:
         if self._finished:
@@ -469,7 +470,7 @@ class S3StreamingWriter:
         if self._finished:
             raise RuntimeError("the writer is closed")
         try:
-            if self._upload_id is None:
+            if self._created is None:
                 with _translated("put_object", self.bucket, self.key):
                     self._client.put_object(
                         Bucket=self.bucket,
@@ -490,7 +491,7 @@ class S3StreamingWriter:
                     self._client.complete_multipart_upload(
                         Bucket=self.bucket,
                         Key=self.key,
-                        UploadId=self._upload_id,
+                        UploadId=self._created.result(),
                         MultipartUpload={"Parts": parts},
                     )
                 # The whole file's sha256 is known only now, after the metadata was fixed by
@@ -516,17 +517,21 @@ class S3StreamingWriter:
             future.cancel()
         concurrent.futures.wait(self._pending)
         self._pending = []
-        if self._upload_id is None:
+        if self._created is None:
             return
         try:
-            self._abort_upload(self._upload_id)
+            upload_id = self._created.result()
+        except StorageError:
+            return  # never created: nothing to abort
+        try:
+            self._abort_upload(upload_id)
         except StorageError as exc:
             if not exc.transient:
                 raise
             # S3 is unreachable right now (often the very reason for the abort): keep trying in
             # the background, so the parts do not stay behind once it is back.
             threading.Thread(
-                target=self._abort_later, args=(self._upload_id,), name="s3-abort", daemon=True
+                target=self._abort_later, args=(upload_id,), name="s3-abort", daemon=True
             ).start()
             raise
 
@@ -551,20 +556,25 @@ class S3StreamingWriter:
         )
 
     def _send(self, part: bytearray) -> None:
-        if self._upload_id is None:
-            with _translated("create_multipart_upload", self.bucket, self.key):
-                response = self._client.create_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=self.key,
-                    ContentType=self.content_type,
-                    ChecksumAlgorithm="SHA256",
-                )
-            self._upload_id = str(response["UploadId"])
+        """Queue one part; the first also queues CreateMultipartUpload (before it: the pool runs
+        jobs in order, so a part never waits on a creation stuck behind it)."""
+        if self._created is None:
+            self._created = self._executor.submit(self._create)
         number = self._next_part
         self._next_part += 1
-        self._pending.append(self._executor.submit(self._upload_part, self._upload_id, number, part))
+        self._pending.append(self._executor.submit(self._upload_part, self._created, number, part))
 
-    def _upload_part(self, upload_id: str, number: int, part: bytearray) -> dict[str, Any]:
+    def _create(self) -> str:
+        with _translated("create_multipart_upload", self.bucket, self.key):
+            response = self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType=self.content_type, ChecksumAlgorithm="SHA256"
+            )
+        return str(response["UploadId"])
+
+    def _upload_part(
+        self, created: concurrent.futures.Future[str], number: int, part: bytearray
+    ) -> dict[str, Any]:
+        upload_id = created.result()  # raises the creation's StorageError
         checksum = base64.b64encode(hashlib.sha256(part).digest()).decode("ascii")
         with _translated("upload_part", self.bucket, self.key):
             response = self._client.upload_part(
