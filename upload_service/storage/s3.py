@@ -278,11 +278,9 @@ class S3ObjectStore:
         keys.check_key(key)
         with _translated("head", bucket, key):
             response = self._client.head_object(Bucket=bucket, Key=key)
+            # Empty for an original streamed as a multipart upload: its metadata was fixed by
+            # CreateMultipartUpload, before the whole file's hash was known (the DB row has it).
             sha256 = str(response.get("Metadata", {}).get("sha256", ""))
-            if not sha256 and int(response.get("TagCount", 1)):  # (not every server says TagCount)
-                # An original streamed as a multipart upload carries its sha256 as a tag.
-                tags = self._client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
-                sha256 = next((str(t["Value"]) for t in tags if t.get("Key") == "sha256"), "")
         return StoredObject(
             key=key,
             size=int(response["ContentLength"]),
@@ -410,8 +408,12 @@ class S3StreamingWriter:
     which the server verifies). The first byte past one part starts a multipart upload and each
     full part is sent from a thread while the next one fills, at most ``in_flight`` at a time
     (``congested()`` tells the reader to ``wait()``); every part carries its own SHA-256
-    checksum. ``commit`` sends the last part and ``CompleteMultipartUpload``; ``abort`` (or a
-    failed commit) aborts the multipart upload, so nothing is left in the bucket.
+    checksum, which the server verifies (SeaweedFS answers ``BadDigest`` to a wrong one, and
+    checks the parts' checksums again at ``CompleteMultipartUpload``). Such an object has no
+    ``x-amz-meta-sha256``: its metadata is fixed when the upload starts, before the whole file's
+    hash is known (the upload's DB row holds it). ``commit`` sends the last part and
+    ``CompleteMultipartUpload``; ``abort`` (or a failed commit) aborts the multipart upload, so
+    nothing is left in the bucket.
 
     Not thread-safe: one reader calls ``write``/``wait``/``commit``/``abort`` in turn.
     """
@@ -494,14 +496,13 @@ class S3StreamingWriter:
                         UploadId=self._created.result(),
                         MultipartUpload={"Parts": parts},
                     )
-                # The whole file's sha256 is known only now, after the metadata was fixed by
-                # CreateMultipartUpload: it goes on the object as a tag (``head`` reads it).
-                with _translated("put_object_tagging", self.bucket, self.key):
-                    self._client.put_object_tagging(
-                        Bucket=self.bucket, Key=self.key, Tagging={"TagSet": [{"Key": "sha256", "Value": sha256}]}
-                    )
         except BaseException:
-            self.abort()
+            with contextlib.suppress(StorageError):  # (retried in the background if S3 is down)
+                self.abort()
+            # A PUT or Complete whose answer was lost may have stored the object all the same:
+            # the key is this upload's alone, so deleting it is always safe.
+            with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, StorageError):
+                self._client.delete_object(Bucket=self.bucket, Key=self.key)
             raise
         self._finished = True
         self._buffer = bytearray()
