@@ -300,3 +300,38 @@ def test_a_200_mib_upload_keeps_the_api_memory_flat(server_factory: Callable[...
     assert response.json()["sha256"] == digest.hexdigest()
     assert growth_kib <= 32 * 1024, f"peak RSS grew by {growth_kib} KiB"
     assert multipart_uploads(s3, server, client) == []
+
+
+def test_abandoned_writers_are_swept_and_writers_in_flight_kept(s3_service: S3Service, s3: Any, tmp_path: Any) -> None:
+    """What a killed process leaves (an S3 multipart upload, a local temporary file) is removed
+    by the start-up sweep once older than the bound; younger ones — uploads in flight — stay."""
+    from upload_service.storage import build_object_store
+    from upload_service.storage.local import LocalObjectStore
+
+    settings = s3_service.settings()
+    store = build_object_store(settings)
+    store.ensure_buckets()
+    bucket = settings.originals_bucket
+    old = store.open_writer(bucket, "t1/aaaa/original", content_type="application/pdf")
+    old.write(pdf_bytes(9 * MiB))  # past one 8 MiB part: a multipart upload starts
+    assert wait_until(lambda: len(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1, timeout=10)
+    local = LocalObjectStore(tmp_path / "objects", buckets=("originals-x", "artifacts-x"))
+    local.ensure_buckets()
+    local_old = local.open_writer("originals-x", "t1/aaaa/original", content_type="application/pdf")
+    local_old.write(b"%PDF-1.4\n")
+    time.sleep(2.5)
+    young = local.open_writer("originals-x", "t1/bbbb/original", content_type="application/pdf")
+    young.write(b"%PDF-1.4\n")
+    in_flight = store.open_writer(bucket, "t1/bbbb/original", content_type="application/pdf")
+    in_flight.write(pdf_bytes(9 * MiB))
+    assert wait_until(lambda: len(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 2, timeout=10)
+
+    assert store.abort_stale_writes(bucket, older_than_seconds=1.5) == 1
+    assert [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])] == ["t1/bbbb/original"]
+    in_flight.abort()
+    assert local.abort_stale_writes("originals-x", older_than_seconds=1.5) == 1
+    left = [p.name for p in (tmp_path / "objects").rglob(".*.tmp")]
+    assert len(left) == 1 and left[0].startswith(".original."), left
+    young.commit(hashlib.sha256(b"%PDF-1.4\n").hexdigest())
+    assert local.get_bytes("originals-x", "t1/bbbb/original") == b"%PDF-1.4\n"
+    assert store.abort_stale_writes(bucket, older_than_seconds=0) == 0  # nothing else was open

@@ -75,6 +75,13 @@ class ObjectStore(Protocol):
         ``key`` until its ``commit``."""
         ...
 
+    def abort_stale_writes(self, bucket: str, *, older_than_seconds: float) -> int:
+        """Abort what ``open_writer`` left unfinished longer ago than ``older_than_seconds`` (a
+        process killed mid-upload): S3 multipart uploads, local temporary files. Writers in
+        flight are younger than that, given a bound on how long an upload may take. Returns
+        how many were removed."""
+        ...
+
     def download_file(self, bucket: str, key: str, path: Path) -> None:
         """Write the object to ``path`` (raises ObjectNotFound)."""
         ...

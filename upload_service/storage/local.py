@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -116,6 +117,20 @@ class LocalObjectStore:
             return LocalObjectWriter(bucket, key, data_path, meta_path, content_type=content_type)
         except OSError as exc:
             raise StorageError(f"local put {bucket}/{key}: {exc.strerror}", transient=exc.errno in _TRANSIENT_ERRNOS) from exc
+
+    def abort_stale_writes(self, bucket: str, *, older_than_seconds: float) -> int:
+        """Delete temporary files (``.<name>.*.tmp``) of writers older than ``older_than_seconds``."""
+        root = self._root / self._check_bucket(bucket)
+        removed = 0
+        now = time.time()
+        for path in root.rglob(".*.tmp"):
+            try:
+                if path.is_file() and not path.is_symlink() and now - path.stat().st_mtime >= older_than_seconds:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def delete(self, bucket: str, key: str) -> None:
         """Delete one object (the sidecar first, so it vanishes at once); missing is fine."""

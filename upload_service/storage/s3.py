@@ -237,6 +237,21 @@ class S3ObjectStore:
             in_flight=self._settings.multipart_parts_in_flight,
         )
 
+    def abort_stale_writes(self, bucket: str, *, older_than_seconds: float) -> int:
+        """Abort multipart uploads initiated more than ``older_than_seconds`` ago."""
+        aborted = 0
+        with _translated("abort_stale_writes", bucket):
+            now = time.time()
+            for page in self._client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+                for upload in page.get("Uploads", []):
+                    initiated = upload.get("Initiated")
+                    if initiated is None or now - initiated.timestamp() < older_than_seconds:
+                        continue
+                    with _translated("abort_multipart_upload", bucket, str(upload["Key"]), ignore_codes={"NoSuchUpload"}):
+                        self._client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    aborted += 1
+        return aborted
+
     def delete(self, bucket: str, key: str) -> None:
         """Delete one object; deleting a missing key succeeds (as in S3)."""
         keys.check_key(key)
