@@ -2,7 +2,9 @@
 
 (a) ``large``: a 45 MiB PDF sent as a raw body and as multipart, one request at a time, to ours
     (S3 backend, and local backend to show the ingest path without the S3 upload), to nginx
-    alone writing the body to disk, and to the naive ``UploadFile`` app. Figures: MiB/s (body
+    alone writing the body to disk, and to the naive ``UploadFile`` app; and the **S3 limit**:
+    the same file uploaded by boto3's ``upload_file`` (8 MiB parts, 4 in flight) straight to
+    the same SeaweedFS, interleaved with the others' runs. Figures: MiB/s (body
     size / time to the response) and the server's peak RSS growth (VmHWM, reset through
     ``/proc/PID/clear_refs`` before each request, minus the RSS after a warm-up upload).
 (b) ``small``: many 20 KiB PNG uploads (multipart) with a fixed number in flight, from a
@@ -88,6 +90,37 @@ def _measure_once(target: Target, path: str, body: Body, settled_kib: int, into:
     target.forget(sent.response, body.size)
 
 
+class S3Limit:
+    """How fast the bench's SeaweedFS takes the file from boto3 directly: ``upload_file``
+    (multipart, 8 MiB parts, 4 in flight), the ceiling of any accept path that stores it there."""
+
+    def __init__(self, stack: BenchStack, content: bytes) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        from upload_service.storage import build_object_store
+
+        assert stack.s3 is not None
+        settings = stack.s3.settings()
+        build_object_store(settings).ensure_buckets()
+        self.bucket = settings.originals_bucket
+        self.path = stack.root / "s3-limit.bin"
+        self.path.write_bytes(content)
+        self.client = boto3.session.Session().client(
+            "s3", endpoint_url=stack.s3.endpoint_url, region_name="us-east-1",
+            aws_access_key_id=stack.s3.access_key, aws_secret_access_key=stack.s3.secret_key,
+            config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
+        )
+        self.config = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=4)
+
+    def measure_once(self, into: Samples) -> None:
+        started = time.perf_counter()
+        self.client.upload_file(str(self.path), self.bucket, "limit/object", Config=self.config)
+        into.seconds.append(time.perf_counter() - started)
+        self.client.delete_object(Bucket=self.bucket, Key="limit/object")
+
+
 def _bodies(size: int) -> dict[str, Body]:
     pdf = payloads.pdf_of_size(size)
     return {
@@ -114,6 +147,8 @@ def run_large(stack: BenchStack, quick: bool) -> list[Row]:
     runs = 2 if quick else 5
     big, small = _bodies(LARGE_BYTES), _bodies(SMALL_BYTES)
     warm = payloads.raw(payloads.pdf_of_size(64 * 1024), "application/pdf")
+    s3_limit, limit_samples = S3Limit(stack, big["raw"].content), Samples()
+    s3_limit.measure_once(Samples())  # warm-up: connections, first-use imports
     with contextlib.ExitStack() as running:
         targets = {key: running.enter_context(start()) for key, start in _servers(stack, with_nginx=True).items()}
         settled: dict[str, int] = {}
@@ -127,16 +162,23 @@ def run_large(stack: BenchStack, quick: bool) -> list[Row]:
                 for key, target in targets.items():
                     path = target.multipart_path if mode == "multipart" else target.raw_path
                     _measure_once(target, path, body, settled[key], results[key][mode])
+                if mode != "small":
+                    s3_limit.measure_once(limit_samples)
     stack.flush_queue()
-    return _large_rows(results, big["raw"].size)
+    return _large_rows(results, big["raw"].size, limit_samples)
 
 
-def _large_rows(results: dict[str, dict[str, Samples]], size: int) -> list[Row]:
+def _large_rows(results: dict[str, dict[str, Samples]], size: int, s3_limit: Samples) -> list[Row]:
     name = f"ingest {round(size / MiB)} MiB"
     rows: list[Row] = []
+    limit = s3_limit.mib_per_s(size)
+    limit_runs = " ".join(f"{size / MiB / s:.0f}" for s in s3_limit.seconds)
     for mode in ("raw", "multipart"):
         speed = {key: results[key][mode].mib_per_s(size) for key in results}
         runs = " ".join(f"{size / MiB / s:.0f}" for s in results["ours (local)"][mode].seconds)
+        s3_runs = " ".join(f"{size / MiB / s:.0f}" for s in results["ours (s3)"][mode].seconds)
+        rows.append(Row(name, f"{mode}: ours (s3) MiB/s", speed["ours (s3)"], "MiB/s", "S3 limit (boto3)", limit,
+                        note=f"runs: {s3_runs}; S3 limit runs: {limit_runs}"))
         for key in ("ours (s3)", "ours (local)"):
             note = f"ingest path without S3; runs: {runs}" if key == "ours (local)" else ""
             rows += [

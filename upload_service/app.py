@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from contextlib import asynccontextmanager
@@ -19,11 +21,15 @@ from upload_service.api.lingering import LingeringCloseMiddleware
 from upload_service.api.requestid import RequestIdMiddleware
 from upload_service.container import Services, build_services
 from upload_service.db import webhooks_repo
+from upload_service.errors import StorageError
 from upload_service.metrics import WebhookCollector
 from upload_service.ingest.spool import remove_stale_parts
 from upload_service.settings import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, CorsSettings, Settings
+from upload_service.storage.base import ObjectStore
 from upload_service.tokens import load_keyring
 from upload_service.webhooks.secretbox import check_configured_keys
+
+log = logging.getLogger(__name__)
 
 
 class _App(FastAPI):
@@ -59,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
         services = build_services(settings)
         services.metrics.add_collector(webhook_collector(services))
         services.start_background()
+        sweep_stale_originals(services.store, settings)
         app.state.services = services
         try:
             yield
@@ -93,6 +100,32 @@ def create_app(settings: Settings) -> FastAPI:
         idle_seconds=settings.server.linger_idle_seconds,
     )
     return app
+
+
+#: How long after an upload's body deadline its writer may still be finishing (the last part,
+#: CompleteMultipartUpload, the row) before an unfinished one counts as abandoned.
+STALE_WRITE_MARGIN_SECONDS = 300
+
+
+def sweep_stale_originals(store: ObjectStore, settings: Settings) -> threading.Thread:
+    """Abort, in the background, the originals a killed process left half-written (S3
+    multipart uploads, local temporary files). Only those older than the body deadline plus a
+    margin: every upload in flight, of this process or a sibling, is younger than that. S3
+    being down only postpones this to the next start (and the bucket's lifecycle rule)."""
+    older_than = settings.limits.max_body_seconds + STALE_WRITE_MARGIN_SECONDS
+
+    def sweep() -> None:
+        try:
+            aborted = store.abort_stale_writes(settings.storage.originals_bucket, older_than_seconds=older_than)
+        except StorageError:
+            log.warning("could not sweep abandoned original uploads", exc_info=True)
+            return
+        if aborted:
+            log.info("aborted %d abandoned original upload(s)", aborted)
+
+    thread = threading.Thread(target=sweep, name="sweep-originals", daemon=True)
+    thread.start()
+    return thread
 
 
 def webhook_collector(services: Services) -> WebhookCollector:

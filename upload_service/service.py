@@ -1,8 +1,12 @@
 """Use cases, with no web framework in sight: accept, read, change and delete uploads.
 
-The accept path is: stream the body into a spool file (ingest) → commit it (fsync + rename) →
-store the original in the object store → commit the DB row → enqueue processing. Only then does
-the caller answer ``202``. Any failure before the row commits removes what was written.
+The accept path is: stream the body through the ingest loop straight into the object store's
+writer for the original (opened once the type is decided; with S3, parts go out while the body
+arrives) → commit the original (the last part and ``CompleteMultipartUpload``, or one ``PUT``; the
+local backend fsyncs and renames) → commit the DB row → enqueue processing. Only then does the
+caller answer ``202``. Any failure before the row commits removes what was written: a refusal
+or a disconnect aborts the writer (an S3 multipart upload is aborted), a failed row commit
+deletes the stored original.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from anyio import CancelScope, to_thread
@@ -32,12 +35,11 @@ from upload_service.ingest.filenames import sanitize_filename
 from upload_service.ingest.formfields import metadata_with_fields
 from upload_service.ingest.jsondepth import load_json
 from upload_service.ingest.sniff import TypeSniffer, normalize_media_type
-from upload_service.ingest.spool import SpoolFile
 from upload_service.jobqueue import JobQueue
 from upload_service.media import kind_of
 from upload_service.settings import Settings
 from upload_service.storage import keys
-from upload_service.storage.base import ObjectStore
+from upload_service.storage.base import ObjectStore, ObjectWriter
 from upload_service.tokens import narrow_limits
 from upload_service.webhooks.events import EventType
 from upload_service.webhooks.outbox import record_upload_event
@@ -101,15 +103,35 @@ class UploadService:
         # An upload token's narrowing is applied by the ingest itself, as the limits it enforces.
         limits = narrow_limits(self.settings.limits, request.principal.token)
         claimed = await self._claim_token_use(request)
+        bucket = self.settings.storage.originals_bucket
+        original_key = keys.original_key(request.principal.tenant, upload_id)
+        writers: list[ObjectWriter] = []
+
+        def open_original(detected_type: str) -> ObjectWriter:
+            writer = self.store.open_writer(bucket, original_key, content_type=detected_type)
+            writers.append(writer)
+            return writer
+
         try:
-            with SpoolFile(self.settings.spool.dir) as spool:
-                received = await receive_body(body, request.headers, spool, limits, self.sniffer)
+            try:
+                received = await receive_body(body, request.headers, open_original, limits, self.sniffer)
                 metadata = parse_metadata(received.fields.get("metadata"), self.settings.limits.max_json_depth)
                 metadata = metadata_with_fields(
                     metadata, received.fields, max_metadata_bytes=self.settings.limits.max_field_bytes
                 )
+                assert writers, "an accepted body has opened its writer"
                 # One hand-off to a thread for all the blocking work after the body.
-                accepted = await to_thread.run_sync(self._accept_received, request, upload_id, received, metadata, spool)
+                accepted = await to_thread.run_sync(
+                    self._accept_received, request, upload_id, received, metadata, writers[0]
+                )
+            except StorageError as exc:
+                raise unavailable("object storage", exc) from exc
+            finally:
+                if writers:
+                    # A refusal, a disconnect, a failure: nothing of the original may remain
+                    # (a no-op once committed). Shielded: a cancelled request still cleans up.
+                    with CancelScope(shield=True):
+                        await to_thread.run_sync(self._abort_writer, writers[0])
         except BaseException:
             if claimed:
                 await self._release_token_use(request)
@@ -153,34 +175,41 @@ class UploadService:
             except SQLAlchemyError:
                 log.warning("could not give back a use of upload token %s", request.principal.token.jti, exc_info=True)
 
+    @staticmethod
+    def _abort_writer(writer: ObjectWriter) -> None:
+        try:
+            writer.abort()
+        except StorageError:
+            log.warning("could not abort the upload of an unaccepted original", exc_info=True)
+
     def _accept_received(
         self, request: UploadRequest, upload_id: str, received: ReceivedBody, metadata: dict[str, Any] | None,
-        spool: SpoolFile,
+        writer: ObjectWriter,
     ) -> Accepted:
-        """Commit the spool file, store the original, record the row, enqueue; the spool file is
-        gone afterwards whatever happens."""
-        path = spool.commit(upload_id)
-        try:
-            accepted = self._store_and_record(request, upload_id, received, metadata, path)
-        finally:
-            path.unlink(missing_ok=True)
+        """Commit the original, record the row, enqueue (the caller aborts the writer after)."""
+        accepted = self._store_and_record(request, upload_id, received, metadata, writer)
         if not accepted.replayed:
             self._enqueue(accepted.upload, request.request_id)
         return accepted
 
     def _store_and_record(
-        self, request: UploadRequest, upload_id: str, received: ReceivedBody, metadata: dict[str, Any] | None, path: Path
+        self,
+        request: UploadRequest,
+        upload_id: str,
+        received: ReceivedBody,
+        metadata: dict[str, Any] | None,
+        writer: ObjectWriter,
     ) -> Accepted:
         tenant = request.principal.tenant
         if request.idempotency_key is not None:
             earlier = self._db(lambda s: repository.find_by_idempotency_key(s, tenant, request.idempotency_key or ""))
             if earlier is not None:
-                return self._replay(earlier, received, request.principal)
+                return self._replay(earlier, received, request.principal)  # the writer is aborted
         file = received.file
         original_key = keys.original_key(tenant, upload_id)
         bucket = self.settings.storage.originals_bucket
         try:
-            self.store.put_file(bucket, original_key, path, content_type=file.detected_type, sha256=file.sha256)
+            writer.commit(file.sha256)
         except StorageError as exc:
             raise unavailable("object storage", exc) from exc
         now = repository.utcnow()

@@ -105,6 +105,12 @@ class StorageSettings(BaseModel):
     artifacts_bucket: str = "upload-artifacts"
     presign_ttl_seconds: int = Field(300, ge=1, le=7 * 24 * 3600)
     multipart_threshold_bytes: int = Field(8 * MiB, ge=5 * MiB)
+    #: Part size of an original streamed to S3 while its body arrives: bodies up to one part go
+    #: out as one PUT, larger ones as a multipart upload (S3's minimum part is 5 MiB).
+    multipart_part_bytes: int = Field(8 * MiB, ge=5 * MiB, le=512 * MiB)
+    #: Parts of one streamed original being sent at once; the reader waits beyond that, so an
+    #: upload holds at most (this + 1) parts in memory.
+    multipart_parts_in_flight: int = Field(2, ge=1, le=16)
     connect_timeout_seconds: float = Field(3.0, gt=0)
     read_timeout_seconds: float = Field(30.0, gt=0)
     max_attempts: int = Field(3, ge=1, le=10)

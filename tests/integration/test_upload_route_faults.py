@@ -34,26 +34,31 @@ def audit_rows(server_sessions, request_id: str, timeout: float = 5.0) -> list[A
         time.sleep(0.05)
 
 
-def test_an_unexpected_error_while_accepting_is_a_500_and_an_audited_rejection(server_factory) -> None:  # type: ignore[no-untyped-def]
-    """The spool directory is replaced by a plain file under a running API (a volume gone
-    wrong): creating the spool file fails with an OSError nothing expects."""
-    server: LiveServer = server_factory()
+def test_an_unexpected_error_while_accepting_is_a_500_and_an_audited_rejection(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The tenant's directory of a local object store is replaced by a symlink out of the store
+    under a running API (a volume gone wrong): opening the original's writer fails with an
+    error nothing expects (the store refuses a path that escapes its root).
+
+    (Originals no longer pass through the spool directory, whose replacement by a plain file
+    was this test's fault before: they stream to the object store.)"""
+    objects = tmp_path / "objects"
+    server: LiveServer = server_factory(storage={"backend": "local", "local_dir": objects})
+    server.store.ensure_buckets()
     client = server.client()
-    spool = server.settings.spool.dir
-    moved = spool.with_name("spool-moved")
-    spool.rename(moved)
-    spool.write_bytes(b"not a directory")
+    tenant_dir = objects / server.settings.storage.originals_bucket / client.tenant
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    tenant_dir.symlink_to(outside, target_is_directory=True)
     try:
         request_id = new_request_id("fault")
         response = client.upload(samples.png_bytes(), "a.png", headers={"X-Request-ID": request_id})
     finally:
-        spool.unlink()
-        moved.rename(spool)
+        tenant_dir.unlink()
 
     error = assert_error(response, 500, "INTERNAL")
     assert error == {"code": "INTERNAL", "message": "internal error", "request_id": request_id, "details": None}
     assert response.headers["connection"] == "close"
-    for leak in ("spool", "NotADirectory", "Errno", str(spool)):
+    for leak in ("escapes", "ValueError", str(objects), str(outside)):
         assert leak not in response.text
     rows = audit_rows(server.sessions, request_id)
     assert [(r.action, r.outcome, r.error_code, r.tenant) for r in rows] == [
@@ -61,9 +66,10 @@ def test_an_unexpected_error_while_accepting_is_a_500_and_an_audited_rejection(s
     ]
     assert client.upload_count() == 0
     assert server.store.list_keys(server.settings.storage.originals_bucket, f"{client.tenant}/") == []
+    assert list(outside.iterdir()) == []
     log = server.log_text()
-    assert "unexpected error while accepting an upload" in log and "NotADirectoryError" in log  # the detail is logged
-    # The API itself is fine once the spool is back.
+    assert "unexpected error while accepting an upload" in log and "ValueError" in log  # the detail is logged
+    # The API itself is fine once the store is back.
     assert client.upload(samples.png_bytes(), "a.png").status_code == 202
 
 

@@ -1,4 +1,4 @@
-"""Drive a request body — multipart or raw — through the ingest loop into a spool file."""
+"""Drive a request body — multipart or raw — through the ingest loop into the upload's sink."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 
 import anyio
+from anyio import to_thread
 
 from upload_service.errors import ErrorCode, ServiceError
 from upload_service.ingest.filenames import sanitize_filename
 from upload_service.ingest.limits import check_content_length, upfront_limit
 from upload_service.ingest.multipart import MultipartReader
 from upload_service.ingest.sniff import TypeSniffer, normalize_media_type
-from upload_service.ingest.spool import SpoolFile
-from upload_service.ingest.stream import FileSink, IngestedFile
+from upload_service.ingest.stream import FileSink, IngestedFile, OriginalSink, SinkOpener
 from upload_service.settings import LimitSettings
 
 
@@ -45,21 +45,26 @@ def check_declared_length(headers: BodyHeaders, limits: LimitSettings) -> None:
 async def receive_body(
     body: AsyncIterable[bytes],
     headers: BodyHeaders,
-    spool: SpoolFile,
+    open_sink: SinkOpener,
     limits: LimitSettings,
     sniffer: TypeSniffer,
 ) -> ReceivedBody:
-    """Stream the body into ``spool``; raise ServiceError on the first rule it breaks.
+    """Stream the body into the sink ``open_sink`` opens once the file's type is decided; raise
+    ServiceError on the first rule it breaks.
+
+    A sink that sends in the background (the S3 writer) is waited for — in a thread, so the
+    event loop serves others meanwhile — whenever it says it is congested: the reader never
+    runs more than the sink's bound ahead of the object store, and memory stays flat.
 
     The whole body must arrive within ``limits.max_body_seconds``: nginx's
     ``client_body_timeout`` only bounds the pause between two reads, so a client sending a byte
     every few seconds would otherwise hold a connection, a spool file and a worker slot for as
     long as it likes. Past the deadline the read is cancelled and the upload refused with
-    ``408 REQUEST_TIMEOUT`` (the spool file goes with the refusal, as with any other).
+    ``408 REQUEST_TIMEOUT`` (the sink is aborted with the refusal, as with any other).
     """
     check_declared_length(headers, limits)
     with anyio.move_on_after(limits.max_body_seconds) as deadline:
-        return await _receive(body, headers, spool, limits, sniffer)
+        return await _receive(body, headers, open_sink, limits, sniffer)
     assert deadline.cancelled_caught
     raise body_timeout(limits.max_body_seconds)
 
@@ -75,30 +80,43 @@ def body_timeout(seconds: int) -> ServiceError:
 async def _receive(
     body: AsyncIterable[bytes],
     headers: BodyHeaders,
-    spool: SpoolFile,
+    open_sink: SinkOpener,
     limits: LimitSettings,
     sniffer: TypeSniffer,
 ) -> ReceivedBody:
+    opened: list[OriginalSink] = []
+
+    def open_target(detected_type: str) -> OriginalSink:
+        target = open_sink(detected_type)
+        opened.append(target)
+        return target
+
+    async def keep_pace() -> None:
+        if opened and opened[0].congested():
+            await to_thread.run_sync(opened[0].wait)
 
     def open_file(filename: str | None, declared_type: str | None) -> FileSink:
         return FileSink(
-            spool,
+            None,
             limits,
             sniffer,
             declared_type=declared_type,
             filename=sanitize_filename(filename, max_chars=limits.max_filename_chars),
+            open_target=open_target,
         )
 
     if not headers.is_multipart:
         sink = open_file(headers.filename, headers.content_type)
         async for chunk in body:
             sink.write(chunk)
+            await keep_pace()
         return ReceivedBody(file=sink.finish())
 
     assert headers.content_type is not None
     reader = MultipartReader(headers.content_type, limits, open_file)
     async for chunk in body:
         reader.feed(chunk)
+        await keep_pace()
         if reader.ended:
             break
     form = reader.finish()

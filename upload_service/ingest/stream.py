@@ -4,18 +4,47 @@
 ``sniff_bytes`` until the type is decided — so the type is judged before the rest of the body is
 read — and cuts the upload off as soon as it passes its limit (the body cap until the type is
 known, the type's own limit after). Memory per upload is bounded by the chunk size.
+
+Where the bytes go is the caller's choice, through the small ``OriginalSink`` interface: a spool
+file, or a writer that streams the original to the object store while the body arrives. With
+``open_target`` the sink is opened only once the type is decided (it is told that type), so
+nothing is stored for a file that is refused by its type.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from upload_service.errors import ErrorCode, ServiceError
 from upload_service.ingest.limits import too_large
 from upload_service.ingest.sniff import TypeSniffer, check_type
-from upload_service.ingest.spool import SpoolFile
 from upload_service.settings import LimitSettings
+
+
+class ByteTarget(Protocol):
+    def write(self, data: bytes | memoryview) -> None: ...
+
+
+class OriginalSink(Protocol):
+    """Where the accepted bytes of one upload go (defined here, implemented by storage backends).
+
+    ``write`` takes the bytes and must not wait on the network; a sink that sends in the
+    background says ``congested()`` when the reader should stop reading until ``wait()`` (a
+    blocking call, run in a thread) returns. ``commit()`` and ``abort()`` are the caller's.
+    """
+
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def congested(self) -> bool: ...
+
+    def wait(self) -> None: ...
+
+
+#: Opens the sink of one upload once its type is decided (called with that media type).
+SinkOpener = Callable[[str], OriginalSink]
 
 
 @dataclass(frozen=True)
@@ -30,14 +59,17 @@ class IngestedFile:
 class FileSink:
     def __init__(
         self,
-        spool: SpoolFile,
+        spool: ByteTarget | None,
         limits: LimitSettings,
         sniffer: TypeSniffer,
         *,
         declared_type: str | None,
         filename: str | None,
+        open_target: Callable[[str], ByteTarget] | None = None,
     ) -> None:
+        assert (spool is None) != (open_target is None), "a target or an opener, not both"
         self._spool = spool
+        self._open_target = open_target
         self._limits = limits
         self._sniffer = sniffer
         self.declared_type = declared_type
@@ -56,11 +88,17 @@ class FileSink:
             raise too_large(self._limit)
         self._hash.update(data)
         if self.detected_type is not None:
+            assert self._spool is not None
             self._spool.write(data)
             return
         self._head += data
         if len(self._head) >= self._limits.sniff_bytes:
             self._decide()
+
+    @property
+    def target(self) -> ByteTarget | None:
+        """Where the bytes go; None until the type is decided when the target is opened then."""
+        return self._spool
 
     def finish(self) -> IngestedFile:
         """The body ended: decide the type of a short file, refuse an empty one."""
@@ -84,5 +122,8 @@ class FileSink:
         self._limit = min(self._limits.limit_for(detected), self._limits.max_body_bytes)
         if self.size > self._limit:
             raise too_large(self._limit)
+        if self._open_target is not None:
+            self._spool = self._open_target(detected)
+        assert self._spool is not None
         self._spool.write(self._head)
         self._head = bytearray()

@@ -39,6 +39,27 @@ def content_disposition(key: str) -> str:
     return f'{kind}; filename="{name}"'
 
 
+class ObjectWriter(Protocol):
+    """One object written as its bytes arrive (the accept path's original).
+
+    ``write`` takes bytes without waiting on the network (a backend that sends in the background
+    bounds what it holds and says ``congested()`` until ``wait()`` — blocking — has let some of
+    it go). ``commit(sha256)`` makes the object exist whole, or raises and leaves nothing;
+    ``abort()`` discards everything written (safe to call twice, and after a failed commit).
+    Errors are ``StorageError``s, raised by ``write``, ``wait`` or ``commit``.
+    """
+
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def congested(self) -> bool: ...
+
+    def wait(self) -> None: ...
+
+    def commit(self, sha256: str) -> StoredObject: ...
+
+    def abort(self) -> None: ...
+
+
 class ObjectStore(Protocol):
     """Two buckets' worth of objects: ``originals`` (private) and ``artifacts`` (for consumers)."""
 
@@ -47,6 +68,18 @@ class ObjectStore(Protocol):
         ...
 
     def put_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str, sha256: str) -> StoredObject:
+        ...
+
+    def open_writer(self, bucket: str, key: str, *, content_type: str) -> ObjectWriter:
+        """A writer for ``key`` whose bytes are given as they arrive; nothing exists under
+        ``key`` until its ``commit``."""
+        ...
+
+    def abort_stale_writes(self, bucket: str, *, older_than_seconds: float) -> int:
+        """Abort what ``open_writer`` left unfinished longer ago than ``older_than_seconds`` (a
+        process killed mid-upload): S3 multipart uploads, local temporary files. Writers in
+        flight are younger than that, given a bound on how long an upload may take. Returns
+        how many were removed."""
         ...
 
     def download_file(self, bucket: str, key: str, path: Path) -> None:

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -105,6 +106,31 @@ class LocalObjectStore:
 
     def put_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str, sha256: str) -> StoredObject:
         return self._commit(bucket, key, lambda out: out.write(data), content_type=content_type, sha256=sha256)
+
+    def open_writer(self, bucket: str, key: str, *, content_type: str) -> LocalObjectWriter:
+        """Spool-then-rename inside the store: the bytes go to a temporary sibling of the
+        object's file as they arrive; ``commit`` fsyncs, renames and writes the sidecar."""
+        keys.check_content_type(content_type)
+        self._require_bucket(bucket)
+        data_path, meta_path = self._data_path(bucket, key), self._meta_path(bucket, key)
+        try:
+            return LocalObjectWriter(bucket, key, data_path, meta_path, content_type=content_type)
+        except OSError as exc:
+            raise StorageError(f"local put {bucket}/{key}: {exc.strerror}", transient=exc.errno in _TRANSIENT_ERRNOS) from exc
+
+    def abort_stale_writes(self, bucket: str, *, older_than_seconds: float) -> int:
+        """Delete temporary files (``.<name>.*.tmp``) of writers older than ``older_than_seconds``."""
+        root = self._root / self._check_bucket(bucket)
+        removed = 0
+        now = time.time()
+        for path in root.rglob(".*.tmp"):
+            try:
+                if path.is_file() and not path.is_symlink() and now - path.stat().st_mtime >= older_than_seconds:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def delete(self, bucket: str, key: str) -> None:
         """Delete one object (the sidecar first, so it vanishes at once); missing is fine."""
@@ -205,6 +231,69 @@ class LocalObjectStore:
         directory = self._root / self._buckets[0]
         if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
             raise StorageError(f"local bucket {self._buckets[0]} is missing or not writable", transient=False)
+
+
+class LocalObjectWriter:
+    """``ObjectWriter`` of the local backend: a temporary file beside the object, renamed into
+    place (after its fsync) only by ``commit``; ``abort`` deletes it. It never sends anything
+    in the background, so it is never congested."""
+
+    def __init__(self, bucket: str, key: str, data_path: Path, meta_path: Path, *, content_type: str) -> None:
+        self.bucket, self.key, self.content_type = bucket, key, content_type
+        self._data_path, self._meta_path = data_path, meta_path
+        data_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp_name = tempfile.mkstemp(dir=data_path.parent, prefix=f".{data_path.name}.", suffix=".tmp")
+        self._tmp = Path(tmp_name)
+        self._file = os.fdopen(fd, "wb")
+        self.size = 0
+        self._done = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise self._error(exc) from exc
+        self.size += len(data)
+
+    def congested(self) -> bool:
+        return False
+
+    def wait(self) -> None:
+        return None
+
+    def commit(self, sha256: str) -> StoredObject:
+        keys.check_sha256(sha256)
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self._data_path)
+            self._done = True
+            fsync_dir(self._data_path.parent)
+            meta = {"size": self.size, "content_type": self.content_type, "sha256": sha256}
+            _atomic_write(self._meta_path, lambda f: f.write(json.dumps(meta).encode()))
+        except OSError as exc:
+            if self._done:  # the data file is in place without its sidecar: take it back
+                with contextlib.suppress(FileNotFoundError):
+                    self._data_path.unlink()
+            self._done = True
+            self._discard()
+            raise self._error(exc) from exc
+        return StoredObject(key=self.key, size=self.size, content_type=self.content_type, sha256=sha256)
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._discard()
+
+    def _discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+
+    def _error(self, exc: OSError) -> StorageError:
+        return StorageError(f"local put {self.bucket}/{self.key}: {exc.strerror}", transient=exc.errno in _TRANSIENT_ERRNOS)
 
 
 # -- atomic file writing ----------------------------------------------------------------

@@ -14,8 +14,13 @@ multipart puts use ``ChecksumAlgorithm=SHA256`` (per-part checksums, verified pe
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
+import hashlib
+import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +70,13 @@ _TRANSIENT_TRANSFER_ERRORS: tuple[type[Exception], ...] = (
 )
 #: S3 deletes at most this many keys per DeleteObjects request.
 _DELETE_BATCH = 1000
+#: Threads that send the parts of streamed originals (shared by all uploads of a process; each
+#: upload has at most ``multipart_parts_in_flight`` parts among them).
+_PART_THREADS = 8
+#: Pauses between retries of an abort that failed because S3 was unreachable (~10 minutes).
+_ABORT_RETRY_SECONDS = (1, 2, 4, 8, 15, 30, 60, 120, 180, 180)
+
+log = logging.getLogger(__name__)
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:
@@ -152,6 +164,8 @@ class S3ObjectStore:
             multipart_threshold=settings.multipart_threshold_bytes,
             multipart_chunksize=settings.multipart_threshold_bytes,
         )
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
         # Presigned URLs are signed for the host clients reach (SigV4 signs Host): a second
         # client on ``public_endpoint_url``, used only to sign (it never sends a request).
         self._presigner: Any = self._client
@@ -207,6 +221,37 @@ class S3ObjectStore:
             )
         return StoredObject(key=key, size=len(data), content_type=content_type, sha256=sha256)
 
+    def open_writer(self, bucket: str, key: str, *, content_type: str) -> S3StreamingWriter:
+        keys.check_key(key)
+        keys.check_content_type(content_type)
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(_PART_THREADS, thread_name_prefix="s3-part")
+        return S3StreamingWriter(
+            self._client,
+            self._executor,
+            bucket,
+            key,
+            content_type=content_type,
+            part_bytes=self._settings.multipart_part_bytes,
+            in_flight=self._settings.multipart_parts_in_flight,
+        )
+
+    def abort_stale_writes(self, bucket: str, *, older_than_seconds: float) -> int:
+        """Abort multipart uploads initiated more than ``older_than_seconds`` ago."""
+        aborted = 0
+        with _translated("abort_stale_writes", bucket):
+            now = time.time()
+            for page in self._client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+                for upload in page.get("Uploads", []):
+                    initiated = upload.get("Initiated")
+                    if initiated is None or now - initiated.timestamp() < older_than_seconds:
+                        continue
+                    with _translated("abort_multipart_upload", bucket, str(upload["Key"]), ignore_codes={"NoSuchUpload"}):
+                        self._client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    aborted += 1
+        return aborted
+
     def delete(self, bucket: str, key: str) -> None:
         """Delete one object; deleting a missing key succeeds (as in S3)."""
         keys.check_key(key)
@@ -248,11 +293,14 @@ class S3ObjectStore:
         keys.check_key(key)
         with _translated("head", bucket, key):
             response = self._client.head_object(Bucket=bucket, Key=key)
+            # Empty for an original streamed as a multipart upload: its metadata was fixed by
+            # CreateMultipartUpload, before the whole file's hash was known (the DB row has it).
+            sha256 = str(response.get("Metadata", {}).get("sha256", ""))
         return StoredObject(
             key=key,
             size=int(response["ContentLength"]),
             content_type=str(response.get("ContentType", "application/octet-stream")),
-            sha256=str(response.get("Metadata", {}).get("sha256", "")),
+            sha256=sha256,
         )
 
     def list_keys(self, bucket: str, prefix: str) -> list[str]:
@@ -365,3 +413,206 @@ class S3ObjectStore:
         """Raise StorageError unless the originals bucket answers an authenticated HEAD."""
         with _translated("ping", self._settings.originals_bucket):
             self._client.head_bucket(Bucket=self._settings.originals_bucket)
+
+
+class S3StreamingWriter:
+    """An object sent to S3 while its bytes arrive (``ObjectWriter``).
+
+    Up to one part is held in memory; a body that never grows past it goes out as one
+    ``PutObject`` at ``commit`` (carrying the whole file's sha256 as ``x-amz-checksum-sha256``,
+    which the server verifies). The first byte past one part starts a multipart upload and each
+    full part is sent from a thread while the next one fills, at most ``in_flight`` at a time
+    (``congested()`` tells the reader to ``wait()``); every part carries its own SHA-256
+    checksum, which the server verifies (SeaweedFS answers ``BadDigest`` to a wrong one, and
+    checks the parts' checksums again at ``CompleteMultipartUpload``). Such an object has no
+    ``x-amz-meta-sha256``: its metadata is fixed when the upload starts, before the whole file's
+    hash is known (the upload's DB row holds it). ``commit`` sends the last part and
+    ``CompleteMultipartUpload``; ``abort`` (or a failed commit) aborts the multipart upload, so
+    nothing is left in the bucket.
+
+    Not thread-safe: one reader calls ``write``/``wait``/``commit``/``abort`` in turn.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        executor: concurrent.futures.Executor,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str,
+        part_bytes: int,
+        in_flight: int,
+    ) -> None:
+        self._client = client
+        self._executor = executor
+        self.bucket, self.key, self.content_type = bucket, key, content_type
+        self._part_bytes = part_bytes
+        self._in_flight = in_flight
+        self._buffer = bytearray()
+        #: CreateMultipartUpload, sent from a thread too (its parts wait for it there).
+        self._created: concurrent.futures.Future[str] | None = None
+        self._pending: list[concurrent.futures.Future[dict[str, Any]]] = []
+        self._done: list[dict[str, Any]] = []
+        self._next_part = 1
+        self.size = 0
+        self._finished = False
+
+    @property
+    def multipart(self) -> bool:
+        return self._created is not None
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._finished:
+            raise RuntimeError("the writer is closed")
+        self._reap(block=False)
+        self._buffer += data
+        self.size += len(data)
+        # A part leaves only once more bytes follow it: a body of exactly one part stays one PUT.
+        while len(self._buffer) > self._part_bytes:
+            part, self._buffer = self._buffer, bytearray(memoryview(self._buffer)[self._part_bytes :])
+            del part[self._part_bytes :]
+            self._send(part)
+
+    def congested(self) -> bool:
+        return len(self._pending) >= self._in_flight
+
+    def wait(self) -> None:
+        """Block until fewer than ``in_flight`` parts are being sent (raises a part's error)."""
+        while self.congested():
+            self._reap(block=True)
+
+    def commit(self, sha256: str) -> StoredObject:
+        keys.check_sha256(sha256)
+        if self._finished:
+            raise RuntimeError("the writer is closed")
+        try:
+            if self._created is None:
+                with _translated("put_object", self.bucket, self.key):
+                    self._client.put_object(
+                        Bucket=self.bucket,
+                        Key=self.key,
+                        Body=self._buffer,
+                        ContentType=self.content_type,
+                        Metadata={"sha256": sha256},
+                        ChecksumSHA256=_b64_sha256(sha256),
+                    )
+            else:
+                if self._buffer:
+                    last, self._buffer = self._buffer, bytearray()
+                    self._send(last)
+                while self._pending:
+                    self._reap(block=True)
+                parts = sorted(self._done, key=lambda p: int(p["PartNumber"]))
+                with _translated("complete_multipart_upload", self.bucket, self.key):
+                    self._client.complete_multipart_upload(
+                        Bucket=self.bucket,
+                        Key=self.key,
+                        UploadId=self._created.result(),
+                        MultipartUpload={"Parts": parts},
+                    )
+        except BaseException:
+            with contextlib.suppress(StorageError):  # (retried in the background if S3 is down)
+                self.abort()
+            # A PUT or Complete whose answer was lost may have stored the object all the same:
+            # the key is this upload's alone, so deleting it is always safe.
+            with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, StorageError):
+                self._client.delete_object(Bucket=self.bucket, Key=self.key)
+            raise
+        self._finished = True
+        self._buffer = bytearray()
+        return StoredObject(key=self.key, size=self.size, content_type=self.content_type, sha256=sha256)
+
+    def abort(self) -> None:
+        """Forget everything: wait for parts being sent, then abort the multipart upload."""
+        if self._finished:
+            return
+        self._finished = True
+        self._buffer = bytearray()
+        for future in self._pending:
+            future.cancel()
+        concurrent.futures.wait(self._pending)
+        self._pending = []
+        if self._created is None:
+            return
+        try:
+            upload_id = self._created.result()
+        except StorageError:
+            return  # never created: nothing to abort
+        try:
+            self._abort_upload(upload_id)
+        except StorageError as exc:
+            if not exc.transient:
+                raise
+            # S3 is unreachable right now (often the very reason for the abort): keep trying in
+            # the background, so the parts do not stay behind once it is back.
+            threading.Thread(
+                target=self._abort_later, args=(upload_id,), name="s3-abort", daemon=True
+            ).start()
+            raise
+
+    def _abort_upload(self, upload_id: str) -> None:
+        with _translated("abort_multipart_upload", self.bucket, self.key, ignore_codes={"NoSuchUpload"}):
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
+
+    def _abort_later(self, upload_id: str) -> None:
+        for delay in _ABORT_RETRY_SECONDS:
+            time.sleep(delay)
+            try:
+                self._abort_upload(upload_id)
+            except StorageError as exc:
+                if not exc.transient:
+                    break
+                continue
+            log.info("aborted multipart upload of %s/%s after S3 came back", self.bucket, self.key)
+            return
+        log.error(
+            "could not abort multipart upload %s of %s/%s; the bucket's lifecycle rule "
+            "(AbortIncompleteMultipartUpload) must clean it up", upload_id, self.bucket, self.key
+        )
+
+    def _send(self, part: bytearray) -> None:
+        """Queue one part; the first also queues CreateMultipartUpload (before it: the pool runs
+        jobs in order, so a part never waits on a creation stuck behind it)."""
+        if self._created is None:
+            self._created = self._executor.submit(self._create)
+        number = self._next_part
+        self._next_part += 1
+        self._pending.append(self._executor.submit(self._upload_part, self._created, number, part))
+
+    def _create(self) -> str:
+        with _translated("create_multipart_upload", self.bucket, self.key):
+            response = self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType=self.content_type, ChecksumAlgorithm="SHA256"
+            )
+        return str(response["UploadId"])
+
+    def _upload_part(
+        self, created: concurrent.futures.Future[str], number: int, part: bytearray
+    ) -> dict[str, Any]:
+        upload_id = created.result()  # raises the creation's StorageError
+        checksum = base64.b64encode(hashlib.sha256(part).digest()).decode("ascii")
+        with _translated("upload_part", self.bucket, self.key):
+            response = self._client.upload_part(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=part,
+                ChecksumSHA256=checksum,
+            )
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+
+    def _reap(self, *, block: bool) -> None:
+        """Collect finished parts (waiting for the oldest when ``block``); a failed part raises."""
+        if not self._pending:
+            return
+        if block:
+            concurrent.futures.wait(self._pending, return_when=concurrent.futures.FIRST_COMPLETED)
+        still: list[concurrent.futures.Future[dict[str, Any]]] = []
+        for future in self._pending:
+            if future.done():
+                self._done.append(future.result())  # raises the part's StorageError
+            else:
+                still.append(future)
+        self._pending = still
