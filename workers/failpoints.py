@@ -9,7 +9,8 @@ atomic rename, so it fires once, and a retried job passes through), writes its p
 most ``HOLD_SECONDS``. When off, a point costs one environment lookup.
 
 The points of ``workers.jobs``, in order: ``claimed`` (claim and ``processing:started``
-committed), ``before_pipeline`` (original fetched), ``before_store`` (pipeline done, status
+committed), ``before_pipeline`` (original fetched), ``in_pipeline`` (in the pipeline's
+sandboxed child, held by that child, before it decodes), ``before_store`` (pipeline done, status
 checked), ``artifacts_stored``, ``manifest_stored``, ``finished`` (terminal status and its
 event committed).
 """

@@ -337,6 +337,7 @@ def _run(upload: Upload) -> list[Artifact]:
         result, _usage = run_pipeline_sandboxed(
             kind, source, out_dir, deadline, ctx.sandbox_limits,
             image_limits=ctx.image_limits, pdf_limits=ctx.pdf_limits,
+            in_child=lambda: failpoints.reached("in_pipeline", upload.id),
         )
         _check_not_deleted(upload)
         failpoints.reached("before_store", upload.id)

@@ -95,9 +95,11 @@ def run_pipeline_sandboxed(
     *,
     image_limits: ImageLimits | None = None,
     pdf_limits: PdfLimits | None = None,
+    in_child: Callable[[], None] | None = None,
 ) -> tuple[PipelineResult, ResourceUsage]:
     """``run_pipeline_for`` in a child process under ``limits``; also stops at ``deadline``
-    (the job's), whichever comes first.
+    (the job's), whichever comes first. ``in_child`` runs in the confined child just before the
+    pipeline (the job's fail point there).
 
     A ``PROCESSING_TIMEOUT`` is permanent when the file's own wall-clock budget ran out (running
     it again would take as long) and transient when the job's deadline came first (time lost
@@ -105,6 +107,8 @@ def run_pipeline_sandboxed(
     """
 
     def pipeline(child_deadline: float) -> PipelineResult:
+        if in_child is not None:
+            in_child()
         return run_pipeline_for(
             kind, src, out_dir, child_deadline, image_limits=image_limits, pdf_limits=pdf_limits
         )

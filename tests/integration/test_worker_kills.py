@@ -8,7 +8,6 @@ its terminal event exists exactly once, and the tenant's hash chain verifies."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -22,6 +21,7 @@ from tests.integration.workerfaults import (  # noqa: F401 - failpoints is a fix
     audit_actions,
     failpoints,
     kill_work_horse,
+    parent_pid,
     stored_keys,
 )
 from upload_service.db import repository
@@ -40,12 +40,11 @@ def kill_at(
     server: LiveServer, client: Client, worker: ManagedProcess, failpoints: FailPoints, upload_id: str, point: str
 ) -> None:
     if point == "pipeline":
-        failpoints.wait_held(upload_id, "before_pipeline")
-        failpoints.release(upload_id, "before_pipeline")
-        horse = int((failpoints.directory / f"{upload_id}.before_pipeline.held").read_text())
-        time.sleep(0.4)  # the pipeline of this image takes over a second
-        assert stored_keys(server, client, upload_id)["artifacts"] == [], "killed too late: artifacts already stored"
-        kill_work_horse(worker, horse)
+        # Held in the pipeline's sandboxed child, whose parent is the work-horse: killing the
+        # work-horse there is a kill while the pipeline runs (the child dies with it).
+        child = failpoints.wait_held(upload_id, "in_pipeline")
+        assert stored_keys(server, client, upload_id)["artifacts"] == []
+        kill_work_horse(worker, parent_pid(child))
         assert stored_keys(server, client, upload_id)["artifacts"] == []
         return
     horse = failpoints.wait_held(upload_id, point)
@@ -61,10 +60,8 @@ def test_a_work_horse_killed_at_each_point_loses_no_terminal_event(
     failpoints: FailPoints,  # noqa: F811
     point: str,
 ) -> None:
-    # Only the kill inside the pipeline needs a slow one (over a second); the rest a quick one.
-    data = samples.noisy_jpeg_bytes(3000, 2000) if point == "pipeline" else samples.jpeg_bytes(800, 600)
-    upload_id = client.accepted(data, "photo.jpg")
-    failpoints.arm(upload_id, "before_pipeline" if point == "pipeline" else point)
+    upload_id = client.accepted(samples.jpeg_bytes(800, 600), "photo.jpg")
+    failpoints.arm(upload_id, "in_pipeline" if point == "pipeline" else point)
     worker = worker_process()
     kill_at(server, client, worker, failpoints, upload_id, point)
     record = wait_for_status(client, upload_id, {"done", "failed"}, timeout=120)
