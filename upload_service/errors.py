@@ -13,7 +13,7 @@ from typing import Any
 
 
 class ErrorCode(str, enum.Enum):
-    """The SPEC's list of error codes; each member knows its HTTP status."""
+    """The API's error codes (docs/errors.md); each member knows its HTTP status."""
 
     BAD_REQUEST = "BAD_REQUEST"
     UNAUTHENTICATED = "UNAUTHENTICATED"

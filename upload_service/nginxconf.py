@@ -2,7 +2,7 @@
 
 Why a renderer rather than a hand-kept config: the body cap nginx enforces must be the same
 number the app's per-type limits are validated against (``limits.max_body_bytes``), and the
-timeouts, rate limits and error bodies must stay in the SPEC's contract. Rendering from one
+timeouts, rate limits and error bodies must stay in the API's error contract. Rendering from one
 ``Settings`` object makes drift impossible; ``--check`` runs ``nginx -t`` on the result.
 
 ``render_nginx_config`` is pure (settings in, text out); only ``check_nginx_config`` and
@@ -64,7 +64,7 @@ class NginxConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ErrorPage:
-    """An error nginx itself generates (``trigger``), answered in the SPEC's JSON shape."""
+    """An error nginx itself generates (``trigger``), answered in the API's JSON error shape."""
 
     trigger: int
     code: ErrorCode

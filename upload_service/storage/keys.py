@@ -3,7 +3,7 @@
 Originals live at ``{tenant}/{upload_id}/original`` in the originals bucket; artifacts at
 ``{tenant}/{upload_id}/{name}`` in the artifacts bucket, so one upload is one prefix in each
 bucket and deleting an upload is a prefix delete. Consumers of the artifacts bucket rely on this
-layout (SPEC: Processing), so it is built here and nowhere else.
+layout (docs/artifacts.md), so it is built here and nowhere else.
 
 Every part is checked against a closed pattern (lower-case letters, digits, ``_`` and ``-``;
 names may also hold dots but never ``..``). No client-supplied string ever becomes a key
