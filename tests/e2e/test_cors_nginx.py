@@ -12,7 +12,7 @@ import pytest
 
 from tests import rawhttp as raw
 from tests import samples
-from tests.fixtures.app import Client, LiveServer, make_settings, start_api
+from tests.fixtures.app import Client, LiveServer, start_sibling
 from tests.fixtures.nginx import NginxFront, start_front
 from tests.fixtures.services import RedisService, S3Service
 from tests.integration.contract import assert_error, new_request_id
@@ -28,19 +28,14 @@ def cors_server(
     live_server: LiveServer, redis_service: RedisService, s3_service: S3Service, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """An API process with ``cors.allow_origins`` set, on the session's DB, Redis and S3."""
-    workdir = tmp_path_factory.mktemp("cors-api")
-    settings = make_settings(
-        workdir, live_server.settings.database.url, redis_service.url, s3_service, cors={"allow_origins": [ALLOWED]}
+    sibling = start_sibling(
+        live_server, redis_service, s3_service, tmp_path_factory.mktemp("cors-api"),
+        cors={"allow_origins": [ALLOWED]},
     )
-    settings.prepare_dirs()
-    process, url = start_api(settings, workdir)
     try:
-        yield LiveServer(
-            url=url, settings=settings, process=process, sessions=live_server.sessions, store=live_server.store,
-            log_path=process.log_path,
-        )
+        yield sibling
     finally:
-        process.stop()
+        sibling.process.stop()
 
 
 @pytest.fixture(scope="module")

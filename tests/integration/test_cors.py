@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests import samples
-from tests.fixtures.app import Client, LiveServer, make_settings, start_api
+from tests.fixtures.app import Client, LiveServer, start_sibling
 from tests.fixtures.services import RedisService, S3Service
 from tests.integration.contract import assert_error
 
@@ -22,20 +22,14 @@ def cors_server(
     live_server: LiveServer, redis_service: RedisService, s3_service: S3Service, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """One API process with two origins allowed, for the module (on the session's DB, Redis, S3)."""
-    workdir = tmp_path_factory.mktemp("cors-app")
-    settings = make_settings(
-        workdir, live_server.settings.database.url, redis_service.url, s3_service,
+    sibling = start_sibling(
+        live_server, redis_service, s3_service, tmp_path_factory.mktemp("cors-app"),
         cors={"allow_origins": [ALLOWED, "http://localhost:5173"], "max_age": 123},
     )
-    settings.prepare_dirs()
-    process, url = start_api(settings, workdir)
     try:
-        yield LiveServer(
-            url=url, settings=settings, process=process, sessions=live_server.sessions, store=live_server.store,
-            log_path=process.log_path,
-        )
+        yield sibling
     finally:
-        process.stop()
+        sibling.process.stop()
 
 
 def preflight(url: str, origin: str, headers: str = "authorization,content-type,idempotency-key") -> httpx.Response:

@@ -52,6 +52,20 @@ def job_result(server: LiveServer, upload_id: str, timeout: float = 30.0) -> obj
         redis.close()
 
 
+def delete_while_s3_is_down(server: LiveServer, client: Client, s3_service) -> str:  # type: ignore[no-untyped-def]
+    """A processed upload whose DELETE failed halfway (``503``: S3 stopped after the row was
+    marked); S3 is back when this returns."""
+    upload_id = client.accepted(samples.png_bytes(), "a.png")
+    run_jobs_in_process(server)
+    wait_for_status(client, upload_id, {"done"}, timeout=5)
+    s3_service.process.stop()
+    try:
+        assert_error(client.request("DELETE", f"/v1/uploads/{upload_id}"), 503, "DEPENDENCY_UNAVAILABLE")
+    finally:
+        s3_service.ensure_running()
+    return upload_id
+
+
 def row_of(server: LiveServer, upload_id: str):  # type: ignore[no-untyped-def]
     with server.sessions() as session:
         return repository.get_upload_any_tenant(session, upload_id)
@@ -148,14 +162,7 @@ def test_a_killed_run_that_stored_after_the_delete_is_cleaned_by_its_retry(
 def test_a_delete_that_failed_halfway_is_finished_by_the_next_one(
     server: LiveServer, client: Client, s3_service  # type: ignore[no-untyped-def]
 ) -> None:
-    upload_id = client.accepted(samples.png_bytes(), "a.png")
-    run_jobs_in_process(server)
-    wait_for_status(client, upload_id, {"done"}, timeout=5)
-    s3_service.process.stop()
-    try:
-        assert_error(client.request("DELETE", f"/v1/uploads/{upload_id}"), 503, "DEPENDENCY_UNAVAILABLE")
-    finally:
-        s3_service.ensure_running()
+    upload_id = delete_while_s3_is_down(server, client, s3_service)
     row = row_of(server, upload_id)
     assert row is not None and row.status == "deleting"
     assert_error(client.request("GET", f"/v1/uploads/{upload_id}"), 404, "NOT_FOUND")
@@ -171,14 +178,7 @@ def test_a_delete_that_failed_halfway_is_finished_by_the_next_one(
 def test_a_delete_nobody_retries_is_finished_by_the_reconciler(
     server: LiveServer, client: Client, s3_service  # type: ignore[no-untyped-def]
 ) -> None:
-    upload_id = client.accepted(samples.png_bytes(), "a.png")
-    run_jobs_in_process(server)
-    wait_for_status(client, upload_id, {"done"}, timeout=5)
-    s3_service.process.stop()
-    try:
-        assert_error(client.request("DELETE", f"/v1/uploads/{upload_id}"), 503, "DEPENDENCY_UNAVAILABLE")
-    finally:
-        s3_service.ensure_running()
+    upload_id = delete_while_s3_is_down(server, client, s3_service)
     assert_error(client.request("GET", f"/v1/uploads/{upload_id}"), 404, "NOT_FOUND")
     time.sleep(server.settings.queue.reconcile_grace_seconds + 0.5)
     assert upload_id in reconcile_once(server.settings).deleted

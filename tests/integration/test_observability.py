@@ -7,14 +7,13 @@ import time
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from tests import rawhttp as raw
 from tests import samples
 from tests.fixtures.app import Client, LiveServer
 from tests.fixtures.workers import run_jobs_in_process, wait_for_status
 from tests.integration.contract import assert_error, new_request_id
-from upload_service.db.audit_models import AuditEventRow
+from tests.fixtures.audit import request_audit_rows
 
 
 @pytest.fixture
@@ -22,17 +21,6 @@ def client(server: LiveServer) -> Client:
     return server.client(scopes="upload,read,admin")
 
 
-def events_for(server: LiveServer, request_id: str, *, expect: int = 1, timeout: float = 5) -> list[AuditEventRow]:
-    """The audit rows of one request id, once ``expect`` of them are there (writes follow the response)."""
-    deadline = time.monotonic() + timeout
-    rows: list[AuditEventRow] = []
-    while time.monotonic() < deadline:
-        with server.sessions() as session:
-            rows = list(session.scalars(select(AuditEventRow).where(AuditEventRow.request_id == request_id)))
-        if len(rows) >= expect:
-            break
-        time.sleep(0.05)
-    return rows
 
 
 def test_every_upload_decision_is_one_audit_event(server: LiveServer, client: Client) -> None:
@@ -49,9 +37,9 @@ def test_every_upload_decision_is_one_audit_event(server: LiveServer, client: Cl
         request_id = new_request_id()
         response = send({"X-Request-ID": request_id})
         assert response.status_code == status, response.text
-        rows = events_for(server, request_id)
+        rows = request_audit_rows(server.sessions, request_id)
         time.sleep(0.1)
-        rows = events_for(server, request_id)
+        rows = request_audit_rows(server.sessions, request_id)
         assert len(rows) == 1, [(r.action, r.error_code) for r in rows]
         row = rows[0]
         assert (row.action, row.error_code) == (action, code)
@@ -73,9 +61,9 @@ def test_other_decisions_and_worker_outcomes_are_audited(server: LiveServer, cli
     bomb_id = client.upload(samples.png_bomb_bytes(20000), "b.png", headers={"X-Request-ID": bomb_rid}).json()["id"]
     run_jobs_in_process(server)
     wait_for_status(client, upload_id, {"done"}, timeout=5)
-    actions = [r.action for r in events_for(server, upload_rid, expect=3)]
+    actions = [r.action for r in request_audit_rows(server.sessions, upload_rid, expect=3)]
     assert actions == ["upload:accepted", "processing:started", "processing:done"]
-    bomb = events_for(server, bomb_rid, expect=3)
+    bomb = request_audit_rows(server.sessions, bomb_rid, expect=3)
     assert [(r.action, r.error_code) for r in bomb][-1] == ("processing:failed", "IMAGE_TOO_MANY_PIXELS")
 
     for method, path, kwargs, action in (
@@ -85,12 +73,12 @@ def test_other_decisions_and_worker_outcomes_are_audited(server: LiveServer, cli
     ):
         request_id = new_request_id()
         assert client.request(method, path, headers={"X-Request-ID": request_id}, **kwargs).status_code < 400
-        rows = events_for(server, request_id)
+        rows = request_audit_rows(server.sessions, request_id)
         assert [(r.action, r.upload_id) for r in rows] == [(action, upload_id)]
     reader = server.client(scopes="read", tenant=client.tenant)
     request_id = new_request_id()
     assert reader.request("DELETE", f"/v1/uploads/{bomb_id}", headers={"X-Request-ID": request_id}).status_code == 403
-    assert [(r.action, r.error_code) for r in events_for(server, request_id)] == [("auth:failed", "FORBIDDEN")]
+    assert [(r.action, r.error_code) for r in request_audit_rows(server.sessions, request_id)] == [("auth:failed", "FORBIDDEN")]
 
 
 def test_audit_api_filters_and_pages(server: LiveServer, client: Client) -> None:

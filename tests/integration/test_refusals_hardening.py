@@ -15,25 +15,14 @@ from tests import rawhttp as raw
 from tests import samples
 from tests.fixtures.app import Client, LiveServer
 from tests.integration.contract import assert_error, new_request_id
+from tests.fixtures.audit import request_audit_rows
 from upload_service import auth
-from upload_service.db.audit_models import AuditEventRow
 from upload_service.db.engine import session_scope
 from upload_service.db.models import ApiKey, Upload
 
 PATH_BYTES = [4 * 1024 + 100, 12 * 1024]
 
 
-def audit_rows(server: LiveServer, request_id: str, *, expect: int = 1, timeout: float = 5.0) -> list[AuditEventRow]:
-    """The audit rows of one request (written after the response: wait for them)."""
-    deadline = time.monotonic() + timeout
-    rows: list[AuditEventRow] = []
-    while time.monotonic() < deadline:
-        with server.sessions() as session:
-            rows = list(session.scalars(select(AuditEventRow).where(AuditEventRow.request_id == request_id)))
-        if len(rows) >= expect:
-            break
-        time.sleep(0.05)
-    return rows
 
 
 def assert_left_nothing(server: LiveServer, client: Client) -> None:
@@ -71,7 +60,7 @@ def test_a_long_path_with_a_bad_key_is_refused_and_audited(server: LiveServer, k
     response = httpx.get(server.url + path, headers=headers, timeout=30)
     status, code = (403, "FORBIDDEN") if kind == "under-scoped" else (401, "UNAUTHENTICATED")
     assert_error(response, status, code)
-    [row] = audit_rows(server, headers["X-Request-ID"])
+    [row] = request_audit_rows(server.sessions, headers["X-Request-ID"])
     assert (row.action, row.outcome, row.error_code) == ("auth:failed", "failure", code)
     assert row.details is not None and row.details["truncated"] == ["details.path"]
     assert row.details["path"] == path[:1024]
@@ -106,7 +95,7 @@ def test_deeply_nested_metadata_is_a_validation_error_with_its_rejection_event(s
     )
     error = assert_error(response, 422, "VALIDATION_FAILED")
     assert error["details"][0]["loc"] == ["body", "metadata"]
-    [row] = audit_rows(server, request_id)
+    [row] = request_audit_rows(server.sessions, request_id)
     assert (row.action, row.error_code) == ("upload:rejected", "VALIDATION_FAILED")
     assert_left_nothing(server, client)
 
@@ -198,7 +187,7 @@ def test_a_trickling_body_times_out_with_408_and_leaves_nothing(server_factory, 
     assert error["details"] == {"limit_seconds": deadline}
     assert response.headers["connection"] == "close"
     assert deadline <= elapsed < deadline + 2, elapsed
-    [row] = audit_rows(slow, request_id)
+    [row] = request_audit_rows(slow.sessions, request_id)
     assert (row.action, row.outcome, row.error_code) == ("upload:rejected", "failure", "REQUEST_TIMEOUT")
     assert_left_nothing(slow, client)
 

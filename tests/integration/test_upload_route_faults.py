@@ -5,33 +5,22 @@ failure comes from the upload itself or from a dependency that runs before the r
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from tests import samples
 from tests.fixtures.app import LiveServer, make_settings
 from tests.fixtures.services import RedisService, S3Service
 from tests.integration.contract import assert_error, new_request_id
+from tests.fixtures.audit import request_audit_rows
 from upload_service.api.deps import get_principal
 from upload_service.app import create_app
-from upload_service.db.audit_models import AuditEventRow
 from upload_service.db.engine import build_engine, build_sessionmaker
 from upload_service.db.migrate import upgrade_to_head
 
 
-def audit_rows(server_sessions, request_id: str, timeout: float = 5.0) -> list[AuditEventRow]:  # type: ignore[no-untyped-def]
-    """The audit rows of one request (written after the response), once there are any."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with server_sessions() as session:
-            rows = list(session.scalars(select(AuditEventRow).where(AuditEventRow.request_id == request_id)))
-        if rows or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.05)
 
 
 def test_an_unexpected_error_while_accepting_is_a_500_and_an_audited_rejection(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -60,7 +49,7 @@ def test_an_unexpected_error_while_accepting_is_a_500_and_an_audited_rejection(s
     assert response.headers["connection"] == "close"
     for leak in ("escapes", "ValueError", str(objects), str(outside)):
         assert leak not in response.text
-    rows = audit_rows(server.sessions, request_id)
+    rows = request_audit_rows(server.sessions, request_id)
     assert [(r.action, r.outcome, r.error_code, r.tenant) for r in rows] == [
         ("upload:rejected", "failure", "INTERNAL", client.tenant)
     ]
@@ -102,7 +91,7 @@ async def test_an_unexpected_error_in_a_dependency_of_the_upload_route_is_audite
     assert error["message"] == "internal error" and "secret" not in response.text
     engine = build_engine(settings.database)
     try:
-        rows = audit_rows(build_sessionmaker(engine), request_id)
+        rows = request_audit_rows(build_sessionmaker(engine), request_id)
     finally:
         engine.dispose()
     assert [(r.action, r.outcome, r.error_code) for r in rows] == [("upload:rejected", "failure", "INTERNAL")]
