@@ -23,7 +23,7 @@ from tests import rawhttp as raw
 from tests.fixtures.app import Client, LiveServer
 from tests.fixtures.services import S3Service
 from tests.integration.contract import assert_error, new_request_id
-from tests.integration.test_upload_route_faults import audit_rows
+from tests.fixtures.audit import request_audit_rows
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's smallest part: the tests stream several parts quickly
@@ -138,7 +138,7 @@ def test_a_client_gone_mid_body_aborts_the_multipart_upload(streaming: LiveServe
         # The multipart upload is under way while the body still streams.
         assert wait_until(lambda: len(multipart_uploads(s3, streaming, client)) == 1, timeout=10)
     assert_nothing_left(streaming, client, s3)
-    rows = audit_rows(streaming.sessions, request_id)
+    rows = request_audit_rows(streaming.sessions, request_id)
     assert [(r.action, r.outcome) for r in rows] == [("upload:rejected", "failure")]
 
 
@@ -186,7 +186,7 @@ def test_a_body_over_its_limit_after_several_parts_is_413_and_aborted(
     assert response is not None
     assert_error(response, 413, "FILE_TOO_LARGE")
     assert_nothing_left(server, client, s3)
-    rows = audit_rows(server.sessions, request_id)
+    rows = request_audit_rows(server.sessions, request_id)
     assert [(r.action, r.error_code) for r in rows] == [("upload:rejected", "FILE_TOO_LARGE")]
 
 
@@ -260,7 +260,7 @@ def test_a_failing_db_commit_after_complete_is_503_and_deletes_the_object(stream
         )
     assert_error(response, 503, "DEPENDENCY_UNAVAILABLE")
     assert_nothing_left(streaming, client, s3)
-    rows = audit_rows(streaming.sessions, request_id)
+    rows = request_audit_rows(streaming.sessions, request_id)
     assert [(r.action, r.error_code) for r in rows] == [("upload:rejected", "DEPENDENCY_UNAVAILABLE")]
 
 
