@@ -80,18 +80,18 @@ def load_or_create_secrets(workdir: Path) -> dict[str, str]:
 
 def ensure_token_secrets(workdir: Path) -> Path:
     """The upload-token signing secret (``tokens.secrets_file``), generated on the first run."""
-    path = workdir / TOKEN_SECRETS_FILE
-    if not path.exists():
-        _write_private(path, f"# Upload-token secret for `upload-service dev`; generated once.\ndev={secrets.token_urlsafe(48)}\n")
-    os.chmod(path, 0o600)
-    return path
+    return _ensure_key_file(workdir / TOKEN_SECRETS_FILE, "Upload-token secret")
 
 
 def ensure_webhook_keys(workdir: Path) -> Path:
     """The key that seals webhook signing secrets (``webhooks.secret_keys_file``), generated once."""
-    path = workdir / WEBHOOK_KEYS_FILE
+    return _ensure_key_file(workdir / WEBHOOK_KEYS_FILE, "Webhook secret key")
+
+
+def _ensure_key_file(path: Path, what: str) -> Path:
+    """A key-id secrets file (``dev=<secret>``) kept private, created with a fresh secret once."""
     if not path.exists():
-        _write_private(path, f"# Webhook secret key for `upload-service dev`; generated once.\ndev={secrets.token_urlsafe(48)}\n")
+        _write_private(path, f"# {what} for `upload-service dev`; generated once.\ndev={secrets.token_urlsafe(48)}\n")
     os.chmod(path, 0o600)
     return path
 
