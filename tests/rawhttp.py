@@ -7,6 +7,7 @@ Responses come back as ``httpx.Response`` so the contract assertions apply uncha
 from __future__ import annotations
 
 import socket
+import time
 from urllib.parse import urlparse
 
 import httpx
@@ -61,3 +62,21 @@ def closed_without_response(sock: socket.socket) -> bool:
         return sock.recv(65536) == b""
     except ConnectionResetError:
         return True
+
+
+def trickle_until_answer(
+    sock: socket.socket, body: bytes, *, sent: int, seconds: float, trickle: bool = True, pause: float = 0.3
+) -> httpx.Response | None:
+    """Wait up to ``seconds`` for the answer to a request whose body is still owed; each
+    ``pause`` without one, send the next byte of ``body`` after its first ``sent`` (then NULs),
+    so the connection is never idle for long — or send nothing with ``trickle=False`` (a stall)."""
+    started = time.monotonic()
+    sock.settimeout(pause)
+    while time.monotonic() - started < seconds:
+        try:
+            return read_response(sock)
+        except TimeoutError:
+            if trickle:
+                sock.sendall(body[sent:sent + 1] or b"\0")
+                sent += 1
+    return None

@@ -29,18 +29,9 @@ def test_a_trickling_body_through_nginx_gets_408_from_the_app(server_factory, tm
             "X-Request-ID": request_id,
         }
         started = time.monotonic()
-        response = None
         with raw.connect(front.url, timeout=15) as sock:
             sock.sendall(raw.head("POST", "/v1/uploads?filename=a.png", headers) + png[:16])
-            sock.settimeout(0.3)
-            sent = 16
-            while time.monotonic() - started < 15:
-                try:
-                    response = raw.read_response(sock)
-                    break
-                except TimeoutError:
-                    sock.sendall(png[sent:sent + 1] or b"\0")  # never idle for client_body_timeout
-                    sent += 1
+            response = raw.trickle_until_answer(sock, png, sent=16, seconds=15)  # never idle for client_body_timeout
         elapsed = time.monotonic() - started
         assert response is not None
         assert_error(response, 408, "REQUEST_TIMEOUT")

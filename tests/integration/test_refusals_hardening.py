@@ -170,17 +170,8 @@ def test_a_trickling_body_times_out_with_408_and_leaves_nothing(server_factory, 
     started = time.monotonic()
     with raw.connect(slow.url, timeout=15) as sock:
         sock.sendall(raw.head("POST", "/v1/uploads?filename=a.png", headers) + png[:16])
-        sock.settimeout(0.3)
-        response = None
-        sent = 16
-        while time.monotonic() - started < 10:
-            try:
-                response = raw.read_response(sock)
-                break
-            except TimeoutError:
-                if pace == "trickle":
-                    sock.sendall(png[sent:sent + 1] or b"\0")  # one byte per 0.3 s: never idle long
-                    sent += 1
+        # "trickle": one byte per 0.3 s, never idle long; "stall": nothing more at all.
+        response = raw.trickle_until_answer(sock, png, sent=16, seconds=10, trickle=pace == "trickle")
     elapsed = time.monotonic() - started
     assert response is not None
     error = assert_error(response, 408, "REQUEST_TIMEOUT")
