@@ -1,4 +1,4 @@
-"""``upload-service audit verify|export|replay`` through ``cli_audit.run`` on real databases."""
+"""``upload-service audit verify|export|replay`` through ``upload_service.cli.audit.run`` on real databases."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.fixtures.audit import make_event, stored_rows
-from upload_service import cli_audit
+from upload_service.cli import audit as cli_audit
 from upload_service.audit import AuditAction, AuditWriter
 from upload_service.settings import DatabaseSettings, Settings
 

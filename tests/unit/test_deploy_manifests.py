@@ -23,7 +23,7 @@ import pytest
 import yaml
 from fastapi import routing
 
-from upload_service.__main__ import build_parser
+from upload_service.cli import build_parser
 from upload_service.app import create_app
 from upload_service.nginxconf import INTERNAL_PATHS, ingress_annotations
 from upload_service.settings import ServerSettings, Settings

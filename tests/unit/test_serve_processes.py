@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from upload_service.__main__ import build_parser
+from upload_service.cli import build_parser
 from upload_service.metrics import MULTIPROCESS_ENV, multiprocess_metrics_dir
 from upload_service.server import cgroup_cpu_limit, default_worker_count, worker_count
 from upload_service.settings import Settings
