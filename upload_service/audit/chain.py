@@ -1,4 +1,5 @@
-"""Tamper evidence: each tenant's events form a hash chain, extended under a lock at insert.
+"""Tamper evidence: each tenant's events form a hash chain, extended under a lock at insert
+(one event at a time, or a group commit's whole batch at once: ``append_events``).
 
 ``hash = sha256(prev_hash + canonical JSON of the event and its seq)``. Editing a row breaks its
 hash; deleting one leaves a ``seq`` gap or, at the end, a head that points past the last row;
@@ -12,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from sqlalchemy import Select, exists, select, union, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Select, insert, select, union, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from upload_service.audit.events import AuditEvent, format_timestamp
@@ -79,66 +81,109 @@ def append_event(session: Session, event: AuditEvent) -> bool:
     once. The caller commits; the event commits or rolls back with whatever else the caller
     wrote in that transaction, and the head stays locked until then.
     """
-    return append_event_unless(session, event)
+    return append_events(session, [event])[0]
 
 
 def append_event_unless(session: Session, event: AuditEvent, *, already: Select[Any] | None = None) -> bool:
     """``append_event``, skipped if the ``already`` query (checked under the chain head lock, so
     two writers can't both find it empty) returns a row: e.g. "this upload already has a
     terminal event". False if skipped or already stored."""
-    chain = chain_name(event.tenant)
-    head = _lock_head(session, chain)
-    if session.scalar(select(exists().where(AuditEventRow.event_id == event.event_id))):
+    if already is None:
+        return append_event(session, event)
+    heads = _lock_heads(session, [chain_name(event.tenant)])
+    if session.execute(already.limit(1)).first() is not None:
         return False
-    if already is not None and session.execute(already.limit(1)).first() is not None:
-        return False
-    fields = event.to_dict()
-    seq = head.seq + 1
-    digest = compute_hash(head.last_hash, fields, seq)
-    del fields["occurred_at"], fields["action"]
-    session.add(
-        AuditEventRow(
-            **fields,
-            action=event.action.value,
-            occurred_at=event.occurred_at,
-            chain=chain,
-            seq=seq,
-            prev_hash=head.last_hash,
-            hash=digest,
-        )
-    )
-    head.seq, head.last_hash = seq, digest
-    session.flush()
-    return True
+    return _extend(session, heads, [event])[0]
 
 
-def _lock_head(session: Session, chain: str) -> AuditChainHead:
-    """The chain's head row, locked until the transaction ends; created on first use.
+def append_events(session: Session, events: Sequence[AuditEvent]) -> list[bool]:
+    """Append ``events``, in order, to their tenants' chains in the caller's transaction: the one
+    chain algorithm, for a single event and for a group commit's batch alike.
 
-    PostgreSQL: ``SELECT ... FOR UPDATE``; a writer that loses the race to create the head gets
-    an IntegrityError once the winner commits, rolls back its savepoint and locks the winner's
-    row. SQLite ignores FOR UPDATE and pysqlite only opens a transaction at the first write, so
-    a bare SELECT would let two writers read the same head: a no-op UPDATE first takes SQLite's
-    single write lock (waiting out the busy timeout) for the whole transaction.
+    The heads of the batch's chains are locked in sorted order (two writers whose batches share
+    chains take them in the same order, so they cannot deadlock), then the events already stored
+    are skipped, then ``seq``, ``prev_hash`` and ``hash`` are computed here for each event in
+    order, the rows go in with one multi-row insert and each head is updated once. The heads
+    stay locked until the caller's transaction ends. Returns, per event, whether it was
+    appended (False: already stored, or a repeat within ``events``).
     """
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(update(AuditChainHead).where(AuditChainHead.chain == chain).values(seq=AuditChainHead.seq))
+    if not events:
+        return []
+    heads = _lock_heads(session, sorted({chain_name(event.tenant) for event in events}))
+    return _extend(session, heads, events)
+
+
+@dataclass
+class _Head:
+    seq: int
+    last_hash: str
+    moved: bool = False
+
+
+def _extend(session: Session, heads: dict[str, _Head], events: Sequence[AuditEvent]) -> list[bool]:
+    connection = session.connection()
+    ids = [event.event_id for event in events]
+    stored = set(connection.scalars(select(AuditEventRow.event_id).where(AuditEventRow.event_id.in_(ids))))
+    rows: list[dict[str, Any]] = []
+    appended: list[bool] = []
+    for event in events:
+        if event.event_id in stored:
+            appended.append(False)
+            continue
+        stored.add(event.event_id)
+        chain = chain_name(event.tenant)
+        head = heads[chain]
+        fields = event.to_dict()
+        seq = head.seq + 1
+        digest = compute_hash(head.last_hash, fields, seq)
+        fields.update(occurred_at=event.occurred_at, chain=chain, seq=seq, prev_hash=head.last_hash, hash=digest)
+        rows.append(fields)
+        head.seq, head.last_hash, head.moved = seq, digest, True
+        appended.append(True)
+    if rows:
+        connection.execute(insert(AuditEventRow.__table__), rows)
+        table = AuditChainHead.__table__
+        for chain, head in heads.items():
+            if head.moved:
+                connection.execute(
+                    update(table).where(table.c.chain == chain).values(seq=head.seq, last_hash=head.last_hash)
+                )
+    return appended
+
+
+def _lock_heads(session: Session, chains: Sequence[str]) -> dict[str, _Head]:
+    """The chains' head rows, locked until the transaction ends, in the order given (sorted by
+    the callers); missing heads are created first.
+
+    PostgreSQL: missing heads are inserted with ``ON CONFLICT DO NOTHING`` (a writer racing to
+    create the same head waits for the winner's commit, then finds it), then ``SELECT ... ORDER
+    BY chain FOR UPDATE`` locks them in order. SQLite ignores FOR UPDATE and pysqlite only opens
+    a transaction at the first write, so a bare SELECT would let two writers read the same head:
+    the insert (a write) takes SQLite's single write lock first (waiting out the busy timeout)
+    for the whole transaction — one writer at a time per database file.
+    """
+    connection = session.connection()
+    table = AuditChainHead.__table__
+    dialect = connection.dialect.name
+    create: Any
+    if dialect == "postgresql":
+        create = postgresql.insert(table).on_conflict_do_nothing(index_elements=["chain"])
+    elif dialect == "sqlite":
+        create = sqlite.insert(table).on_conflict_do_nothing(index_elements=["chain"])
+    else:  # pragma: no cover - the two supported databases are above
+        raise RuntimeError(f"unsupported database {dialect!r} for the audit chain")
+    connection.execute(create, [{"chain": chain, "seq": 0, "last_hash": GENESIS_HASH} for chain in chains])
     locked = (
-        select(AuditChainHead)
-        .where(AuditChainHead.chain == chain)
+        select(table.c.chain, table.c.seq, table.c.last_hash)
+        .where(table.c.chain.in_(list(chains)))
+        .order_by(table.c.chain)
         .with_for_update()
-        .execution_options(populate_existing=True)
     )
-    for _ in range(3):
-        head = session.scalar(locked)
-        if head is not None:
-            return head
-        try:
-            with session.begin_nested():
-                session.add(AuditChainHead(chain=chain, seq=0, last_hash=GENESIS_HASH))
-        except IntegrityError:
-            continue  # another writer created it first; lock theirs
-    raise RuntimeError(f"could not lock the head of audit chain {chain!r}")
+    heads = {row.chain: _Head(row.seq, row.last_hash) for row in connection.execute(locked)}
+    missing = set(chains) - heads.keys()
+    if missing:
+        raise RuntimeError(f"could not lock the head of audit chain(s) {sorted(missing)!r}")
+    return heads
 
 
 def verify_chain(session: Session, tenant: str | None = None) -> list[ChainProblem]:

@@ -109,11 +109,7 @@ class AuditWriter:
         """
         appended = append_event_unless(session, event, already=unless)
         if appended:
-            log.info(
-                event.action.value,
-                extra={"event": "audit", "outcome": event.outcome, "tenant": event.tenant, "upload_id": event.upload_id,
-                       "audit_request_id": event.request_id, "error_code": event.error_code},
-            )
+            log_event(event)
         return appended
 
     def replay_journal(self) -> int:
@@ -229,6 +225,18 @@ class AuditWriter:
         if stored:
             log.info("audit journal: %d events replayed into the database", stored)
         return stored
+
+
+_event_log = logging.getLogger("upload_service.audit.events")
+
+
+def log_event(event: AuditEvent) -> None:
+    """The event as one JSON log line (besides its row): what happened, never secrets."""
+    _event_log.info(
+        event.action.value,
+        extra={"event": "audit", "outcome": event.outcome, "tenant": event.tenant, "upload_id": event.upload_id,
+               "audit_request_id": event.request_id, "error_code": event.error_code},
+    )
 
 
 def _describe(error: BaseException) -> str:
