@@ -10,7 +10,8 @@ token's principal may only create uploads (within its narrowing) and read the on
 A key looks like ``usk_<id>_<secret>``: ``id`` (16 hex characters) is public and finds the row,
 the secret is 256 random bits. Only SHA-256 of the whole key is stored — a fast hash is right for
 a random token of that strength (a slow KDF protects guessable passwords, not these) — and it is
-compared in constant time.
+compared in constant time. An API process remembers a checked key for a few seconds
+(``KeyAuthenticator``): a revoked key stops working within ``KEY_CACHE_TTL_SECONDS``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from upload_service.db import repository
+from upload_service.db.errors import translated
 from upload_service.db.models import ApiKey
 from upload_service.errors import ErrorCode, ServiceError
 from upload_service.tokens import Keyring, TokenClaims, is_upload_token, verify
@@ -148,6 +152,55 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     if record is None or not valid or record.revoked_at is not None:
         raise _unauthenticated("the API key is invalid or revoked")
     return Principal(key_id=record.id, tenant=record.tenant, scopes=frozenset(Scope(s) for s in record.scopes))
+
+
+#: How long a process trusts an API key it has checked: a revoked key stops working on every API
+#: process within this many seconds (documented in docs/security.md).
+KEY_CACHE_TTL_SECONDS = 5.0
+KEY_CACHE_MAX_ENTRIES = 10_000
+
+
+class KeyAuthenticator:
+    """``authenticate`` for a process that serves many requests: a valid key's principal is
+    kept, under the SHA-256 of the whole key, for ``ttl_seconds`` — so most requests need no
+    DB read and no thread. Only successes are kept (a refused key is checked every time), at
+    most ``max_entries`` (then the cache starts over). A key revoked in the database is refused
+    by this process at the latest ``ttl_seconds`` later. Thread-safe enough: a lookup and a store
+    are single dict operations."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        ttl_seconds: float = KEY_CACHE_TTL_SECONDS,
+        max_entries: int = KEY_CACHE_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
+        self._ttl = ttl_seconds
+        self._max_entries = max_entries
+        self._clock = clock
+        self._known: dict[str, tuple[float, Principal]] = {}
+
+    def cached(self, authorization: str | None) -> Principal | None:
+        """The principal of a key checked less than ``ttl_seconds`` ago, else None (no I/O)."""
+        try:
+            digest = hash_key(bearer_credential(authorization))
+        except ServiceError:
+            return None
+        entry = self._known.get(digest)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The DB check (blocking; raises ``DatabaseError`` or 401), remembered on success."""
+        with translated(), self._sessions() as session:
+            principal = authenticate(session, authorization)
+        if len(self._known) >= self._max_entries:
+            self._known = {}
+        self._known[hash_key(bearer_credential(authorization))] = (self._clock() + self._ttl, principal)
+        return principal
 
 
 def _unauthenticated(message: str) -> ServiceError:

@@ -1,7 +1,7 @@
 """The concrete clients one process needs, built once from settings and closed at exit.
 
-The API's lifespan and the worker entry both call ``build_services``; nothing else constructs
-an engine, a Redis connection, an object store or an audit writer.
+The API's lifespan calls ``build_services``: one engine, Redis connection, object store, audit
+writer and group commit writer (``groupwrites``) per API process.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from upload_service.admission import Admission
+from upload_service.auth import KeyAuthenticator
 from upload_service.audit import AuditEvent, AuditWriter
 from upload_service.db.engine import build_engine, build_sessionmaker, ping
+from upload_service.groupwrites import GroupAuditSink, Writes, build_writes
 from upload_service.health import Check, CheckFailed, spool_check
 from upload_service.ingest.sniff import TypeSniffer
 from upload_service.jobqueue import JobQueue, connect
@@ -38,6 +40,10 @@ class Services:
     audit: AuditWriter
     admission: Admission
     metrics: ApiMetrics
+    #: The process's group commit writer (accepts and audit events) and the sink feeding it.
+    writes: Writes
+    audit_sink: GroupAuditSink
+    keys: KeyAuthenticator
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -69,10 +75,13 @@ class Services:
         return ", ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
 
     def start_background(self) -> None:
-        """Replay the audit journal now and periodically (events a DB outage left behind)."""
+        """Start the group commit writer; replay the audit journal now and periodically (events
+        a DB outage left behind)."""
+        self.writes.start()
         self._threads.append(self.audit.start_replayer(self.settings.audit.replay_interval_seconds, self._stop))
 
     def close(self) -> None:
+        self.writes.stop()  # commits what is pending and answers everyone first
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -105,5 +114,10 @@ def build_services(settings: Settings) -> Services:
     metrics.watch_journal(audit.journal_backlog)
     metrics.add_queue_collector(queue)
     admission = Admission(settings.admission, settings.spool.dir, settings.spool.min_free_bytes, queue)
-    uploads = UploadService(settings, sessions, store, queue, TypeSniffer(), admission)
-    return Services(settings, engine, sessions, redis, queue, store, uploads, audit, admission, metrics)
+    writes = build_writes(sessions, queue)
+    audit_sink = GroupAuditSink(writes, audit)
+    uploads = UploadService(settings, sessions, store, queue, TypeSniffer(), admission, writes, audit_sink)
+    keys = KeyAuthenticator(sessions)
+    return Services(
+        settings, engine, sessions, redis, queue, store, uploads, audit, admission, metrics, writes, audit_sink, keys
+    )

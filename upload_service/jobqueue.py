@@ -6,8 +6,10 @@ Job arguments are plain JSON (ids and the request id), never pickled objects or 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from redis import Redis
 from rq import Queue, Retry, Worker
@@ -37,6 +39,15 @@ def connect(settings: RedisSettings) -> Redis:
         socket_timeout=settings.socket_timeout_seconds,
         socket_connect_timeout=settings.socket_timeout_seconds,
     )
+
+
+@dataclass(frozen=True)
+class ProcessingJob:
+    """What a processing job is enqueued with: the upload, its media kind, the request id."""
+
+    upload_id: str
+    kind: str
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,19 +81,41 @@ class JobQueue:
         if existing is not None:
             return existing, False
         policy = self.policy(kind)
-        intervals = self.settings.retry_intervals_seconds
-        job = self.queue(policy.queue).enqueue(
-            PROCESS_JOB,
-            upload_id,
-            request_id,
-            job_id=job_id_for(upload_id),
-            job_timeout=policy.timeout_seconds,
-            retry=Retry(max=max(len(intervals), 1), interval=intervals or [0]),
-            result_ttl=self.settings.result_ttl_seconds,
-            failure_ttl=7 * 24 * 3600,
-            description=f"process {kind} upload {upload_id}",
-        )
+        job = self.queue(policy.queue).enqueue_call(**self._job_arguments(ProcessingJob(upload_id, kind, request_id)))
         return job, True
+
+    def enqueue_new_uploads(self, jobs: Sequence[ProcessingJob]) -> list[Job]:
+        """Enqueue the processing jobs of just-committed uploads (a group commit's batch) in one
+        Redis round trip: one pipeline, ``Queue.enqueue_many`` per queue, the same job ids and
+        policies as ``enqueue_processing``. New uploads have no job yet, so there is no check
+        for a live one; a job id enqueued twice is still one job."""
+        if not jobs:
+            return []
+        by_queue: dict[str, list[ProcessingJob]] = {}
+        for job in jobs:
+            by_queue.setdefault(self.policy(job.kind).queue, []).append(job)
+        enqueued: list[Job] = []
+        with self.connection.pipeline() as pipe:
+            for name, queued in by_queue.items():
+                queue = self.queue(name)
+                datas = [Queue.prepare_data(**self._job_arguments(job)) for job in queued]
+                enqueued += queue.enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
+        return enqueued
+
+    def _job_arguments(self, job: ProcessingJob) -> dict[str, Any]:
+        policy = self.policy(job.kind)
+        intervals = self.settings.retry_intervals_seconds
+        return {
+            "func": PROCESS_JOB,
+            "args": (job.upload_id, job.request_id),
+            "job_id": job_id_for(job.upload_id),
+            "timeout": policy.timeout_seconds,
+            "retry": Retry(max=max(len(intervals), 1), interval=intervals or [0]),
+            "result_ttl": self.settings.result_ttl_seconds,
+            "failure_ttl": 7 * 24 * 3600,
+            "description": f"process {job.kind} upload {job.upload_id}",
+        }
 
     def live_job(self, upload_id: str) -> Job | None:
         """The upload's job if it is queued, running or waiting for a retry."""

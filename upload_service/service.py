@@ -3,10 +3,14 @@
 The accept path is: stream the body through the ingest loop straight into the object store's
 writer for the original (opened once the type is decided; with S3, parts go out while the body
 arrives) → commit the original (the last part and ``CompleteMultipartUpload``, or one ``PUT``; the
-local backend fsyncs and renames) → commit the DB row → enqueue processing. Only then does the
-caller answer ``202``. Any failure before the row commits removes what was written: a refusal
-or a disconnect aborts the writer (an S3 multipart upload is aborted), a failed row commit
-deletes the stored original.
+local backend fsyncs and renames) → hand the row, its webhook outbox rows and its
+``upload:accepted`` audit event to the process's group commit (``groupwrites``), which commits
+them with the other accepts that arrived meanwhile and then enqueues the batch's jobs. Only then
+does the caller answer ``202``. Any failure before the row commits removes what was written: a
+refusal or a disconnect aborts the writer (an S3 multipart upload is aborted), a failed commit
+deletes the stored original. Every decision is audited by the service itself (``AuditSink``),
+whoever calls it. Database failures arrive as ``db.errors.DatabaseError`` and become the ``503``
+contract in one place, ``database_errors``.
 """
 
 from __future__ import annotations
@@ -14,29 +18,31 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from anyio import CancelScope, to_thread
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from upload_service import listing
 from upload_service.admission import Admission
+from upload_service.audit import AuditAction, AuditEvent
 from upload_service.auth import Principal, Scope
 from upload_service.db import repository, token_uses
 from upload_service.db.engine import session_scope
+from upload_service.db.errors import DatabaseError, DuplicateRow, translated
 from upload_service.db.models import VISIBLE_STATUSES, Upload, UploadStatus
 from upload_service.errors import ErrorCode, ServiceError, StorageError
+from upload_service.groupwrites import NewUpload, Writes
 from upload_service.ingest.body import BodyHeaders, ReceivedBody, receive_body
 from upload_service.ingest.filenames import sanitize_filename
 from upload_service.ingest.formfields import metadata_with_fields
 from upload_service.ingest.jsondepth import load_json
 from upload_service.ingest.sniff import TypeSniffer, normalize_media_type
 from upload_service.jobqueue import JobQueue
-from upload_service.media import kind_of
 from upload_service.settings import Settings
 from upload_service.storage import keys
 from upload_service.storage.base import ObjectStore, ObjectWriter
@@ -58,6 +64,8 @@ class UploadRequest:
     headers: BodyHeaders
     request_id: str
     idempotency_key: str | None = None
+    #: The client's address, for the audit events (behind nginx: the real client's).
+    client_addr: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,13 @@ class Accepted:
     replayed: bool  # an Idempotency-Key matched an earlier upload of the same bytes
 
 
+class AuditSink(Protocol):
+    """Where the service records the events of its decisions that are not written with a
+    change of its own (a rejection, a replay). Never raises, never blocks on the database."""
+
+    def record(self, event: AuditEvent) -> None: ...
+
+
 class UploadService:
     def __init__(
         self,
@@ -81,6 +96,8 @@ class UploadService:
         queue: JobQueue,
         sniffer: TypeSniffer,
         admission: Admission,
+        writes: Writes,
+        audit: AuditSink,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -88,10 +105,32 @@ class UploadService:
         self.queue = queue
         self.sniffer = sniffer
         self.admission = admission
+        self.writes = writes
+        self.audit = audit
 
     # --- accept ------------------------------------------------------------------------------
 
     async def accept_upload(self, request: UploadRequest, body: AsyncIterable[bytes]) -> Accepted:
+        """Accept the upload or raise; either way the decision is audited: ``upload:accepted``
+        commits with the row, a rejection or a replay goes to the audit sink (a missing scope
+        is the caller's ``auth:failed``, recorded where the error is answered)."""
+        counted = _CountingBody(body)
+        try:
+            accepted = await self._accept(request, counted)
+        except Exception as exc:
+            if not (isinstance(exc, ServiceError) and exc.code is ErrorCode.FORBIDDEN):
+                self._record_rejection(request, exc, counted.count)
+            raise
+        if accepted.replayed:
+            upload = accepted.upload
+            self.audit.record(self._event(
+                request, AuditAction.UPLOAD_ACCEPTED, "success", upload_id=upload.id, sha256=upload.sha256,
+                declared_type=upload.declared_type, detected_type=upload.detected_type, size=upload.size,
+                details={"idempotent_replay": True},
+            ))
+        return accepted
+
+    async def _accept(self, request: UploadRequest, body: AsyncIterable[bytes]) -> Accepted:
         request.principal.require(Scope.UPLOAD, token_allowed=True)
         if request.idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(request.idempotency_key):
             raise ServiceError(ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1-255 visible ASCII characters")
@@ -106,6 +145,7 @@ class UploadService:
         bucket = self.settings.storage.originals_bucket
         original_key = keys.original_key(request.principal.tenant, upload_id)
         writers: list[ObjectWriter] = []
+        stored = False  # the original is committed: aborting the writer would be a no-op
 
         def open_original(detected_type: str) -> ObjectWriter:
             writer = self.store.open_writer(bucket, original_key, content_type=detected_type)
@@ -120,16 +160,19 @@ class UploadService:
                     metadata, received.fields, max_metadata_bytes=self.settings.limits.max_field_bytes
                 )
                 assert writers, "an accepted body has opened its writer"
-                # One hand-off to a thread for all the blocking work after the body.
-                accepted = await to_thread.run_sync(
-                    self._accept_received, request, upload_id, received, metadata, writers[0]
-                )
+                # The one hand-off to a thread: the idempotency check and the original's commit.
+                earlier = await to_thread.run_sync(self._store_original, request, received, writers[0])
+                if earlier is not None:
+                    accepted = earlier
+                else:
+                    stored = True
+                    accepted = await self._record(request, upload_id, received, metadata)
             except StorageError as exc:
                 raise unavailable("object storage", exc) from exc
             finally:
-                if writers:
-                    # A refusal, a disconnect, a failure: nothing of the original may remain
-                    # (a no-op once committed). Shielded: a cancelled request still cleans up.
+                if writers and not stored:
+                    # A refusal, a disconnect, a failure: nothing of the original may remain.
+                    # Shielded: a cancelled request still cleans up.
                     with CancelScope(shield=True):
                         await to_thread.run_sync(self._abort_writer, writers[0])
         except BaseException:
@@ -152,27 +195,26 @@ class UploadService:
         expires = datetime.fromtimestamp(token.expires_at, timezone.utc)
 
         def claim() -> bool:
-            if token_uses.claim_use(self.sessions, token.jti, token.tenant, token.max_uploads, expires):
-                return True
-            if request.idempotency_key is not None:
-                with session_scope(self.sessions) as session:
-                    if token_uses.token_upload_for_key(session, token.tenant, token.jti, request.idempotency_key):
-                        return False
+            with database_errors():
+                if token_uses.claim_use(self.sessions, token.jti, token.tenant, token.max_uploads, expires):
+                    return True
+                if request.idempotency_key is not None:
+                    with session_scope(self.sessions) as session:
+                        if token_uses.token_upload_for_key(session, token.tenant, token.jti, request.idempotency_key):
+                            return False
             raise ServiceError(
                 ErrorCode.FORBIDDEN, f"this upload token has been used for its {token.max_uploads} upload(s)"
             )
 
-        try:
-            return await to_thread.run_sync(claim)
-        except SQLAlchemyError as exc:
-            raise unavailable("database", exc) from exc
+        return await to_thread.run_sync(claim)
 
     async def _release_token_use(self, request: UploadRequest) -> None:
         assert request.principal.token is not None
         with CancelScope(shield=True):
             try:
-                await to_thread.run_sync(token_uses.release_use, self.sessions, request.principal.token.jti)
-            except SQLAlchemyError:
+                with translated():
+                    await to_thread.run_sync(token_uses.release_use, self.sessions, request.principal.token.jti)
+            except DatabaseError:
                 log.warning("could not give back a use of upload token %s", request.principal.token.jti, exc_info=True)
 
     @staticmethod
@@ -182,76 +224,84 @@ class UploadService:
         except StorageError:
             log.warning("could not abort the upload of an unaccepted original", exc_info=True)
 
-    def _accept_received(
-        self, request: UploadRequest, upload_id: str, received: ReceivedBody, metadata: dict[str, Any] | None,
-        writer: ObjectWriter,
-    ) -> Accepted:
-        """Commit the original, record the row, enqueue (the caller aborts the writer after)."""
-        accepted = self._store_and_record(request, upload_id, received, metadata, writer)
-        if not accepted.replayed:
-            self._enqueue(accepted.upload, request.request_id)
-        return accepted
-
-    def _store_and_record(
-        self,
-        request: UploadRequest,
-        upload_id: str,
-        received: ReceivedBody,
-        metadata: dict[str, Any] | None,
-        writer: ObjectWriter,
-    ) -> Accepted:
-        tenant = request.principal.tenant
+    def _store_original(self, request: UploadRequest, received: ReceivedBody, writer: ObjectWriter) -> Accepted | None:
+        """In a thread: an earlier upload with this Idempotency-Key (its replay: the caller
+        aborts the writer), else the original committed to the store (None)."""
         if request.idempotency_key is not None:
-            earlier = self._db(lambda s: repository.find_by_idempotency_key(s, tenant, request.idempotency_key or ""))
+            earlier = self._find_by_idempotency_key(request)
             if earlier is not None:
-                return self._replay(earlier, received, request.principal)  # the writer is aborted
-        file = received.file
-        original_key = keys.original_key(tenant, upload_id)
-        bucket = self.settings.storage.originals_bucket
+                return self._replay(earlier, received, request.principal)
         try:
-            writer.commit(file.sha256)
+            writer.commit(received.file.sha256)
         except StorageError as exc:
             raise unavailable("object storage", exc) from exc
+        return None
+
+    async def _record(
+        self, request: UploadRequest, upload_id: str, received: ReceivedBody, metadata: dict[str, Any] | None
+    ) -> Accepted:
+        """The row, its outbox rows and its ``upload:accepted`` event in the process's next group
+        commit; answered once that batch has committed (the await is shielded: whatever happens
+        to the request, the outcome is known and a failure cleans up). A failed commit deletes
+        the stored original; a racing request with the same Idempotency-Key is a replay."""
+        upload = self._new_upload(request, upload_id, received, metadata)
+        event = self._event(
+            request, AuditAction.UPLOAD_ACCEPTED, "success", upload_id=upload.id, sha256=upload.sha256,
+            declared_type=upload.declared_type, detected_type=upload.detected_type, size=upload.size,
+        )
+        try:
+            with CancelScope(shield=True):
+                await self.writes.commit(NewUpload(upload, event))
+        except DatabaseError as exc:
+            with CancelScope(shield=True):
+                accepted = await to_thread.run_sync(self._after_failed_commit, request, upload, received, exc)
+            return accepted
+        return Accepted(upload=upload, replayed=False)
+
+    def _after_failed_commit(
+        self, request: UploadRequest, upload: Upload, received: ReceivedBody, error: DatabaseError
+    ) -> Accepted:
+        self._forget_original(self.settings.storage.originals_bucket, upload.original_key)
+        if isinstance(error, DuplicateRow) and request.idempotency_key is not None:
+            # Another request with the same Idempotency-Key committed first.
+            earlier = self._find_by_idempotency_key(request)
+            if earlier is not None:
+                return self._replay(earlier, received, request.principal)
+        raise unavailable("database", error) from error
+
+    def _new_upload(
+        self, request: UploadRequest, upload_id: str, received: ReceivedBody, metadata: dict[str, Any] | None
+    ) -> Upload:
+        file = received.file
+        principal = request.principal
         now = repository.utcnow()
-        upload = Upload(
+        return Upload(
             id=upload_id,
-            tenant=tenant,
+            tenant=principal.tenant,
             filename=file.filename,
             size=file.size,
             sha256=file.sha256,
             declared_type=stored_declared_type(file.declared_type),
             detected_type=file.detected_type,
             status=UploadStatus.QUEUED,
-            metadata_=_with_token_metadata(metadata, request.principal),
-            tags=list(request.principal.token.tags) if request.principal.token and request.principal.token.tags else None,
-            original_key=original_key,
+            error_code=None,
+            error_message=None,
+            metadata_=_with_token_metadata(metadata, principal),
+            tags=list(principal.token.tags) if principal.token and principal.token.tags else None,
+            original_key=keys.original_key(principal.tenant, upload_id),
             idempotency_key=request.idempotency_key,
             request_id=request.request_id,
-            key_id=request.principal.key_id,
-            token_id=request.principal.token_id,
+            key_id=principal.key_id,
+            token_id=principal.token_id,
             attempts=0,
             created_at=now,
             updated_at=now,
             artifacts=[],
         )
-        try:
-            with session_scope(self.sessions) as session:
-                repository.add_upload(session, upload)
-                # The webhook event commits with the row, or not at all (transactional outbox).
-                record_upload_event(session, upload, EventType.UPLOAD_ACCEPTED, occurred_at=now)
-        except IntegrityError:
-            # Another request with the same Idempotency-Key committed first.
-            self._forget_original(bucket, original_key)
-            earlier = self._db(lambda s: repository.find_by_idempotency_key(s, tenant, request.idempotency_key or ""))
-            if earlier is None:
-                raise
-            return self._replay(earlier, received, request.principal)
-        except BaseException as exc:
-            self._forget_original(bucket, original_key)
-            if isinstance(exc, SQLAlchemyError):
-                raise unavailable("database", exc) from exc
-            raise
-        return Accepted(upload=upload, replayed=False)
+
+    def _find_by_idempotency_key(self, request: UploadRequest) -> Upload | None:
+        tenant, key = request.principal.tenant, request.idempotency_key or ""
+        return self._db(lambda session: repository.find_by_idempotency_key(session, tenant, key))
 
     def _replay(self, earlier: Upload, received: ReceivedBody, principal: Principal) -> Accepted:
         if principal.token is not None and earlier.token_id != principal.token_id:
@@ -271,12 +321,25 @@ class UploadService:
         except StorageError:
             log.exception("could not delete an unrecorded original", extra={"key": key})
 
-    def _enqueue(self, upload: Upload, request_id: str) -> None:
-        """Best effort: if Redis is down the upload stays ``queued`` and the reconciler enqueues it."""
-        try:
-            self.queue.enqueue_processing(upload.id, kind_of(upload.detected_type), request_id=request_id)
-        except Exception:
-            log.warning("enqueue failed; the reconciler will enqueue upload %s", upload.id, exc_info=True)
+    def _record_rejection(self, request: UploadRequest, exc: Exception, received: int) -> None:
+        error = exc if isinstance(exc, ServiceError) else None
+        details = error.details if error is not None and isinstance(error.details, dict) else {}
+        code = error.code.value if error is not None else ErrorCode.INTERNAL.value
+        self.audit.record(self._event(
+            request, AuditAction.UPLOAD_REJECTED, "failure", declared_type=request.headers.content_type,
+            detected_type=str(details.get("detected_type") or "") or None, size=received, error_code=code,
+        ))
+
+    @staticmethod
+    def _event(request: UploadRequest, action: AuditAction, outcome: str, **fields: Any) -> AuditEvent:
+        """An event of this request: who (the tenant, the key, an upload token's id), from where."""
+        principal = request.principal
+        if principal.token_id is not None:
+            fields["details"] = {**(fields.get("details") or {}), "token_id": principal.token_id}
+        return AuditEvent(
+            action=action, outcome=outcome, tenant=principal.tenant, key_id=principal.key_id,
+            client_addr=request.client_addr, request_id=request.request_id or None, **fields,
+        )
 
     # --- read, change, delete ----------------------------------------------------------------
 
@@ -390,11 +453,8 @@ class UploadService:
         return upload
 
     def _db(self, work: Any) -> Any:
-        try:
-            with session_scope(self.sessions) as session:
-                return work(session)
-        except SQLAlchemyError as exc:
-            raise unavailable("database", exc) from exc
+        with database_errors(), session_scope(self.sessions) as session:
+            return work(session)
 
 
 def parse_metadata(raw: bytes | None, max_depth: int) -> dict[str, Any] | None:
@@ -434,6 +494,31 @@ def check_tags(tags: list[str] | None) -> list[str] | None:
             ErrorCode.VALIDATION_FAILED, f"at most {MAX_TAGS} tags of 1 to {MAX_TAG_CHARS} characters"
         )
     return list(dict.fromkeys(tags))
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """The one place a database failure becomes the ``503`` contract (``db/`` has already
+    translated the driver's errors into ``DatabaseError``; a bare SQLAlchemy error is
+    translated here on its way)."""
+    try:
+        with translated():
+            yield
+    except DatabaseError as exc:
+        raise unavailable("database", exc) from exc
+
+
+class _CountingBody:
+    """The request body as it arrives, counting the bytes read (for the rejection's event)."""
+
+    def __init__(self, body: AsyncIterable[bytes]) -> None:
+        self._body = body
+        self.count = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._body:
+            self.count += len(chunk)
+            yield chunk
 
 
 def unavailable(dependency: str, exc: BaseException) -> ServiceError:

@@ -1,8 +1,11 @@
-"""Audit events of a request: collected while it is handled, written after the response.
+"""Audit events of a request: collected while it is handled, recorded after the response.
 
 Routes and handlers call ``note(request, event)``; every response of the API — success or error —
-carries ``flush_task(request)`` as its background task, so the events are written with
-BackgroundTasks once the client has its answer. Each event is also one JSON log line.
+carries ``flush_task(request)`` as its background task, which hands the events, once the client
+has its answer, to the process's audit sink: the group commit writer takes them into its next
+batch (no thread, no waiting; a failed batch falls back to the audit writer's retries and its
+journal). Each event is also one JSON log line. The upload route notes nothing of its own: the
+upload service audits its decisions itself.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 
 from upload_service.api.requestid import request_id_of
-from upload_service.audit import AuditAction, AuditEvent, AuditWriter
+from upload_service.audit import AuditAction, AuditEvent
+from upload_service.service import AuditSink
 
 log = logging.getLogger("upload_service.audit.events")
 
@@ -82,7 +86,7 @@ def flush_task(request: Request) -> BackgroundTask | None:
         return None
     taken = list(events)
     events.clear()
-    return BackgroundTask(write_events, services.audit, taken)
+    return BackgroundTask(write_events, services.audit_sink, taken)
 
 
 def failure_events_task(request: Request) -> BackgroundTask | None:
@@ -93,18 +97,7 @@ def failure_events_task(request: Request) -> BackgroundTask | None:
     return flush_task(request)
 
 
-def write_events(writer: AuditWriter, events: list[AuditEvent]) -> None:
-    """Runs in the thread pool after the response; ``record`` never raises."""
+async def write_events(sink: AuditSink, events: list[AuditEvent]) -> None:
+    """Runs on the event loop after the response: ``record`` only queues (and logs) the event."""
     for event in events:
-        log.info(
-            event.action.value,
-            extra={
-                "event": "audit",
-                "outcome": event.outcome,
-                "tenant": event.tenant,
-                "upload_id": event.upload_id,
-                "audit_request_id": event.request_id,
-                "error_code": event.error_code,
-            },
-        )
-        writer.record(event)
+        sink.record(event)

@@ -1,4 +1,8 @@
-"""Dependencies as ``Annotated`` aliases: the services container, a DB session, the caller."""
+"""Dependencies as ``Annotated`` aliases: narrow ones for routes (the upload service, the
+metrics, a DB session, the caller), and the container behind them for the few that need it.
+
+Request-only dependencies are ``async`` where they don't block: no thread hand-off per request.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,17 @@ import time
 from collections.abc import Iterator
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import Depends, Request
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from upload_service.api.requestid import request_id_of
 from upload_service.api.auditing import note_auth_failure
-from upload_service.auth import Principal, authenticate, authenticate_token, is_token_credential
-from upload_service.errors import ServiceError
+from upload_service.api.requestid import request_id_of
+from upload_service.auth import Principal, authenticate_token, is_token_credential
 from upload_service.container import Services
-from upload_service.service import unavailable
+from upload_service.errors import ServiceError
+from upload_service.metrics import ApiMetrics
+from upload_service.service import UploadService, database_errors
 from upload_service.tokens import Keyring
 
 
@@ -27,42 +32,54 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+async def get_upload_service(services: ServicesDep) -> UploadService:
+    return services.uploads
+
+
+UploadServiceDep = Annotated[UploadService, Depends(get_upload_service)]
+
+
+async def get_metrics(services: ServicesDep) -> ApiMetrics:
+    return services.metrics
+
+
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+
+
 def get_session(services: ServicesDep) -> Iterator[Session]:
     """A session per request: committed when the endpoint returns (before the response is
-    sent), rolled back on any error, always closed."""
+    sent), rolled back on any error, always closed; a database failure is the 503 contract."""
     session = services.sessions()
-    try:
-        yield session
-        session.commit()
-    except SQLAlchemyError as exc:
-        session.rollback()
-        raise unavailable("database", exc) from exc
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    with database_errors():
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_principal(request: Request, services: ServicesDep) -> Principal:
+async def get_principal(request: Request, services: ServicesDep) -> Principal:
     """The caller, from ``Authorization: Bearer``; a refusal is an ``auth:failed`` event.
 
-    An upload token (``ust_``) is verified against the keyring with no DB read; an API key finds
-    its row."""
+    An upload token (``ust_``) is verified against the keyring with no DB read; an API key
+    checked in the last few seconds is known to this process (``auth.KeyAuthenticator``), any
+    other finds its row (in a thread: the only hand-off, and only on a miss)."""
     authorization = request.headers.get("authorization")
     try:
         if is_token_credential(authorization):
-            principal = authenticate_token(get_keyring(request), authorization, now=time.time())
+            principal = authenticate_token(_keyring(request), authorization, now=time.time())
         else:
-            with services.sessions() as session:
-                principal = authenticate(session, authorization)
-    except SQLAlchemyError as exc:
-        error = unavailable("database", exc)
-        note_auth_failure(request, error.code.value)
-        raise error from exc
+            known = services.keys.cached(authorization)
+            if known is None:
+                with database_errors():
+                    known = await to_thread.run_sync(services.keys.authenticate, authorization)
+            principal = known
     except ServiceError as exc:
         note_auth_failure(request, exc.code.value)
         raise
@@ -70,12 +87,15 @@ def get_principal(request: Request, services: ServicesDep) -> Principal:
     return principal
 
 
-
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def get_keyring(request: Request) -> Keyring:
+async def get_keyring(request: Request) -> Keyring:
     """The upload-token secrets, loaded once in the app's lifespan."""
+    return _keyring(request)
+
+
+def _keyring(request: Request) -> Keyring:
     keyring: Keyring = request.app.state.token_keyring
     return keyring
 

@@ -1,6 +1,7 @@
 """``/v1/uploads``: accept, read, change, delete, and artifact URLs.
 
-Each route notes its audit event (written after the response) and the upload route its metrics.
+Each route notes its audit event (handed to the group commit writer after the response); the
+upload route counts its metrics, and the upload service audits its own decision.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ from starlette.requests import ClientDisconnect
 from upload_service.api.auditing import flush_task, note
 from upload_service.api.artifact_links import LINK_RESPONSE, artifact_link_response, link_expiry, wants_json
 from upload_service.api.jsonbody import BoundedJsonRoute
-from upload_service.api.deps import PrincipalDep, RequestIdDep, ServicesDep, SessionDep
+from upload_service.api.deps import MetricsDep, PrincipalDep, RequestIdDep, SessionDep, UploadServiceDep
 from upload_service.api.errors import audit_unexpected_errors_as
 from upload_service.api.schemas import UploadList, UploadOut, UploadPatch
 from upload_service.audit import AuditAction
-from upload_service.container import Services
 from upload_service.errors import ErrorCode, ServiceError
 from upload_service.ingest.body import BodyHeaders
 from upload_service.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from upload_service.metrics import type_label
+from upload_service.metrics import ApiMetrics, type_label
 from upload_service.service import UploadRequest
 
 log = logging.getLogger(__name__)
@@ -49,16 +49,20 @@ _UPLOAD_BODY = {
 
 
 class CountingStream:
-    """The request body as it arrives, counting the bytes read (for metrics and the audit)."""
+    """The request body as it arrives, counting the bytes read (for metrics); a client that
+    goes away mid-body is a ``400`` refusal like any other (the service audits it)."""
 
     def __init__(self, stream: AsyncIterator[bytes]) -> None:
         self._stream = stream
         self.count = 0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            self.count += len(chunk)
-            yield chunk
+        try:
+            async for chunk in self._stream:
+                self.count += len(chunk)
+                yield chunk
+        except ClientDisconnect:
+            raise ServiceError(ErrorCode.BAD_REQUEST, "the client disconnected before the body was complete") from None
 
 
 @router.post(
@@ -71,12 +75,14 @@ class CountingStream:
 )
 async def create_upload(
     request: Request,
-    services: ServicesDep,
+    uploads: UploadServiceDep,
+    metrics: MetricsDep,
     principal: PrincipalDep,
     request_id: RequestIdDep,
     filename: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> JSONResponse:
-    """Stream the body (never ``request.form()``: it spools without a cap) into the ingest loop."""
+    """Stream the body (never ``request.form()``: it spools without a cap) into the ingest loop.
+    The service audits its decision (accepted with the row, or rejected); the route counts it."""
     headers = BodyHeaders(
         content_type=request.headers.get("content-type"),
         content_length=request.headers.get("content-length"),
@@ -87,37 +93,25 @@ async def create_upload(
         headers=headers,
         request_id=request_id,
         idempotency_key=request.headers.get("idempotency-key"),
+        client_addr=request.client.host if request.client else None,
     )
     body = CountingStream(request.stream())
-    metrics = services.metrics
+    allowed_types = uploads.settings.limits.allowed_types
     started = time.perf_counter()
     metrics.in_flight.inc()
     try:
-        accepted = await services.uploads.accept_upload(upload_request, body)
-    except Exception as exc:  # noqa: BLE001 - every failure is answered and audited as a rejection
+        accepted = await uploads.accept_upload(upload_request, body)
+    except Exception as exc:  # noqa: BLE001 - every failure is answered as a rejection
         error = _refusal(exc)
         # The rest of a refused body may still be on its way: it is drained within bounds
         # (api/lingering.py) and never parsed as a next request, so the connection closes.
         error.headers.setdefault("Connection", "close")
-        detected = _detected(error)
-        _count(services, "rejected", error.code.value, detected, started, body.count)
-        if error.code is not ErrorCode.FORBIDDEN:  # a missing scope is an auth:failed event
-            note(
-                request, AuditAction.UPLOAD_REJECTED, "failure",
-                declared_type=headers.content_type, detected_type=detected or None,
-                size=body.count, error_code=error.code.value,
-            )
+        _count(metrics, allowed_types, "rejected", error.code.value, _detected(error), started, body.count)
         raise error from None
     finally:
         metrics.in_flight.dec()
     upload = accepted.upload
-    _count(services, "accepted", "", upload.detected_type, started, body.count)
-    note(
-        request, AuditAction.UPLOAD_ACCEPTED, "success",
-        upload_id=upload.id, sha256=upload.sha256, declared_type=upload.declared_type,
-        detected_type=upload.detected_type, size=upload.size,
-        details={"idempotent_replay": True} if accepted.replayed else None,
-    )
+    _count(metrics, allowed_types, "accepted", "", upload.detected_type, started, body.count)
     return JSONResponse(
         UploadOut.of(upload).model_dump(mode="json"),
         status_code=202,
@@ -125,7 +119,7 @@ async def create_upload(
             "Location": f"/v1/uploads/{upload.id}",
             **({"Idempotent-Replayed": "true"} if accepted.replayed else {}),
         },
-        background=flush_task(request),
+        background=flush_task(request),  # events others noted on this request, if any
     )
 
 
@@ -134,8 +128,6 @@ def _refusal(exc: Exception) -> ServiceError:
     (logged here with its traceback; the client sees none of it)."""
     if isinstance(exc, ServiceError):
         return exc
-    if isinstance(exc, ClientDisconnect):
-        return ServiceError(ErrorCode.BAD_REQUEST, "the client disconnected before the body was complete")
     log.error("unexpected error while accepting an upload", exc_info=exc)
     return ServiceError(ErrorCode.INTERNAL, "internal error", internal=f"unexpected {type(exc).__name__}")
 
@@ -145,16 +137,17 @@ def _detected(error: ServiceError) -> str:
     return str(details.get("detected_type") or "")
 
 
-def _count(services: Services, outcome: str, code: str, media_type: str, started: float, received: int) -> None:
-    metrics = services.metrics
-    metrics.uploads.labels(outcome=outcome, code=code, type=type_label(media_type, services.settings.limits.allowed_types)).inc()
+def _count(
+    metrics: ApiMetrics, allowed_types: Any, outcome: str, code: str, media_type: str, started: float, received: int
+) -> None:
+    metrics.uploads.labels(outcome=outcome, code=code, type=type_label(media_type, allowed_types)).inc()
     metrics.received_bytes.inc(received)
     metrics.ingest_seconds.labels(outcome=outcome).observe(time.perf_counter() - started)
 
 
 @router.get("", response_model=UploadList)
 def list_uploads(
-    services: ServicesDep,
+    uploads: UploadServiceDep,
     principal: PrincipalDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = DEFAULT_PAGE_SIZE,
@@ -165,7 +158,7 @@ def list_uploads(
     tag: Annotated[str | None, Query(max_length=256, description="Uploads whose tags contain this one.")] = None,
 ) -> UploadList:
     """The caller's uploads, newest first, in cursor pages (an upload token lists its own)."""
-    page = services.uploads.list_uploads(
+    page = uploads.list_uploads(
         session, principal, limit=limit, cursor=cursor, status=status,
         created_after=created_after, created_before=created_before, tag=tag,
     )
@@ -173,21 +166,21 @@ def list_uploads(
 
 
 @router.get("/{upload_id}", response_model=UploadOut)
-def read_upload(upload_id: str, services: ServicesDep, principal: PrincipalDep, session: SessionDep) -> UploadOut:
-    return UploadOut.of(services.uploads.get_upload(session, principal, upload_id))
+def read_upload(upload_id: str, uploads: UploadServiceDep, principal: PrincipalDep, session: SessionDep) -> UploadOut:
+    return UploadOut.of(uploads.get_upload(session, principal, upload_id))
 
 
 @router.patch("/{upload_id}", response_model=UploadOut)
 def patch_upload(
     request: Request,
     upload_id: str,
-    services: ServicesDep,
+    uploads: UploadServiceDep,
     principal: PrincipalDep,
     session: SessionDep,
     patch: Annotated[UploadPatch | None, Body()] = None,
 ) -> JSONResponse:
     changes: dict[str, Any] = patch.model_dump(exclude_unset=True) if patch is not None else {}
-    upload = services.uploads.patch_upload(session, principal, upload_id, changes)
+    upload = uploads.patch_upload(session, principal, upload_id, changes)
     note(
         request, AuditAction.UPLOAD_METADATA_CHANGED, "success",
         upload_id=upload.id, sha256=upload.sha256, details={"fields": sorted(changes)},
@@ -197,20 +190,20 @@ def patch_upload(
 
 @router.delete("/{upload_id}", status_code=204)
 def delete_upload(
-    request: Request, upload_id: str, services: ServicesDep, principal: PrincipalDep, session: SessionDep
+    request: Request, upload_id: str, uploads: UploadServiceDep, principal: PrincipalDep, session: SessionDep
 ) -> Response:
-    services.uploads.delete_upload(session, principal, upload_id)
+    uploads.delete_upload(session, principal, upload_id)
     note(request, AuditAction.UPLOAD_DELETED, "success", upload_id=upload_id)
     return Response(status_code=204, background=flush_task(request))
 
 
 @router.get("/{upload_id}/artifacts/{name}", status_code=307, responses=LINK_RESPONSE)
 def artifact_redirect(
-    request: Request, upload_id: str, name: str, services: ServicesDep, principal: PrincipalDep, session: SessionDep,
+    request: Request, upload_id: str, name: str, uploads: UploadServiceDep, principal: PrincipalDep, session: SessionDep,
     redirect: Annotated[bool, Query(description="false: answer {url, expires_at} instead of a 307")] = True,
 ) -> Response:
-    expires_at = link_expiry(services.settings.storage.presign_ttl_seconds)
-    url = services.uploads.artifact_url(session, principal, upload_id, name)
+    expires_at = link_expiry(uploads.settings.storage.presign_ttl_seconds)
+    url = uploads.artifact_url(session, principal, upload_id, name)
     note(request, AuditAction.ARTIFACT_URL_ISSUED, "success", upload_id=upload_id, details={"artifact": name})
     as_json = wants_json(redirect, request.headers.get("accept"))
     return artifact_link_response(url, expires_at, as_json=as_json, background=flush_task(request))

@@ -70,6 +70,40 @@ def subscribed_endpoint_ids(session: Session, tenant: str, event_type: str) -> l
 # --- outbox -------------------------------------------------------------------------------
 
 
+def subscribed_endpoints_by_tenant(session: Session, tenants: Sequence[str], event_type: str) -> dict[str, list[str]]:
+    """``subscribed_endpoint_ids`` for several tenants in one query (a group commit's batch)."""
+    statement = select(WebhookEndpoint.tenant, WebhookEndpoint.id, WebhookEndpoint.events).where(
+        WebhookEndpoint.tenant.in_(sorted(set(tenants)))
+    )
+    found: dict[str, list[str]] = {}
+    for row in session.connection().execute(statement):
+        if event_type in (row.events or []):
+            found.setdefault(row.tenant, []).append(row.id)
+    return found
+
+
+def add_events(session: Session, events: Sequence[tuple[WebhookEvent, Sequence[str]]]) -> None:
+    """``add_event`` for several events: one multi-row insert per table."""
+    if not events:
+        return
+    connection = session.connection()
+    connection.execute(
+        insert(WebhookEvent),
+        [{"id": e.id, "tenant": e.tenant, "type": e.type, "upload_id": e.upload_id, "body": e.body,
+          "created_at": e.created_at} for e, _ in events],
+    )
+    connection.execute(
+        insert(WebhookDelivery),
+        [
+            {"event_id": e.id, "endpoint_id": endpoint_id, "tenant": e.tenant, "upload_id": e.upload_id,
+             "status": DeliveryStatus.PENDING.value, "attempts": 0, "next_attempt_at": e.created_at,
+             "created_at": e.created_at}
+            for e, endpoint_ids in events
+            for endpoint_id in endpoint_ids
+        ],
+    )
+
+
 def add_event(session: Session, event: WebhookEvent, endpoint_ids: Sequence[str]) -> None:
     """The event and one pending delivery per endpoint, in the caller's transaction (Core
     inserts on the session's connection: this runs inside status changes)."""

@@ -2,7 +2,8 @@
 
 ``record_upload_event`` adds the event and one pending delivery per subscribed endpoint to the
 caller's transaction, so the event commits exactly when the change it reports commits (and a
-change that rolls back leaves no event). A tenant without subscribed endpoints costs one small
+change that rolls back leaves no event). ``record_upload_events`` does the same for a group
+commit's batch of accepted uploads. A tenant without subscribed endpoints costs one small
 indexed query and writes nothing.
 """
 
@@ -78,3 +79,29 @@ def record_upload_event(
     )
     webhooks_repo.add_event(session, event, endpoint_ids)
     return event.id
+
+
+def record_upload_events(session: Session, uploads: Sequence[Upload], event_type: EventType) -> None:
+    """``record_upload_event`` for a group commit's new uploads (each at its ``created_at``):
+    one query for the batch's tenants' subscriptions, one multi-row insert per table."""
+    if not uploads:
+        return
+    subscribed = webhooks_repo.subscribed_endpoints_by_tenant(session, [u.tenant for u in uploads], event_type.value)
+    if not subscribed:
+        return
+    events: list[tuple[WebhookEvent, list[str]]] = []
+    for upload in uploads:
+        endpoint_ids = subscribed.get(upload.tenant)
+        if not endpoint_ids:
+            continue
+        data = upload_record(upload, updated_at=upload.created_at)
+        event = WebhookEvent(
+            id=new_event_id(),
+            tenant=upload.tenant,
+            type=event_type.value,
+            upload_id=upload.id,
+            body=build_body(event_type.value, upload.created_at, data),
+            created_at=upload.created_at,
+        )
+        events.append((event, endpoint_ids))
+    webhooks_repo.add_events(session, events)
