@@ -8,6 +8,9 @@
 - ``deleting`` for longer than the grace period: a DELETE that failed (or died) after its mark.
   Its objects are removed from both buckets, then the row, with an ``upload:deleted`` event in
   the same transaction (``details.finished_by = "reconciler"``).
+
+It builds no clients: the worker runs it with its own (``workers/context.py``), ``upload-service
+reconcile`` with the CLI's (``cli/clients.py``).
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from upload_service.audit import AuditAction, AuditEvent, AuditWriter
 from upload_service.db import repository
-from upload_service.db.engine import build_engine, build_sessionmaker, session_scope
+from upload_service.db.engine import session_scope
 from upload_service.db.models import Upload, UploadStatus
 from upload_service.errors import StorageError
-from upload_service.jobqueue import JobQueue, connect
+from upload_service.jobqueue import JobQueue
 from upload_service.media import kind_of
 from upload_service.settings import Settings
-from upload_service.storage import build_object_store, keys
+from upload_service.storage import keys
 from upload_service.storage.base import ObjectStore
 from upload_service.webhooks.events import EventType
 from upload_service.webhooks.outbox import record_upload_event
@@ -130,22 +133,4 @@ def _deleted_event(upload: Upload) -> AuditEvent:
         sha256=upload.sha256,
         details={"finished_by": "reconciler"},
     )
-
-
-def reconcile_once(settings: Settings) -> ReconcileReport:
-    """One round with clients of its own (``upload-service reconcile``)."""
-    engine = build_engine(settings.database)
-    redis = connect(settings.redis)
-    sessions = build_sessionmaker(engine)
-    try:
-        return reconcile(
-            settings,
-            sessions,
-            JobQueue(redis, settings.queue),
-            store=build_object_store(settings.storage),
-            audit=AuditWriter(sessions, settings.audit.journal_path),
-        )
-    finally:
-        engine.dispose()
-        redis.close()
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.fixtures.audit import make_event, stored_rows
 from upload_service.cli import audit as cli_audit
+from upload_service.cli.clients import CliClients
 from upload_service.audit import AuditAction, AuditWriter
 from upload_service.settings import DatabaseSettings, Settings
 
@@ -20,7 +21,8 @@ from upload_service.settings import DatabaseSettings, Settings
 def run(url: str, command: str, **options: object) -> int:
     settings = Settings(database=DatabaseSettings(url=url))
     defaults: dict[str, object] = {"tenant": None, "since": None, "until": None, "output": None, "journal": None}
-    return cli_audit.run(settings, argparse.Namespace(audit_command=command, **(defaults | options)))
+    with CliClients(settings) as clients:
+        return cli_audit.run(clients, argparse.Namespace(audit_command=command, **(defaults | options)))
 
 
 @pytest.fixture

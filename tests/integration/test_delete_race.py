@@ -30,7 +30,8 @@ from upload_service.db.engine import session_scope
 from upload_service.devstack.process import ManagedProcess
 from upload_service.db.audit_models import AuditEventRow
 from upload_service.jobqueue import SERIALIZER, connect, job_id_for
-from upload_service.reconciler import reconcile_once
+from upload_service.cli.clients import CliClients
+from upload_service.cli.reconcile import reconcile_once
 
 NOTHING = {"originals": [], "artifacts": []}
 
@@ -181,7 +182,8 @@ def test_a_delete_nobody_retries_is_finished_by_the_reconciler(
     upload_id = delete_while_s3_is_down(server, client, s3_service)
     assert_error(client.request("GET", f"/v1/uploads/{upload_id}"), 404, "NOT_FOUND")
     time.sleep(server.settings.queue.reconcile_grace_seconds + 0.5)
-    assert upload_id in reconcile_once(server.settings).deleted
+    with CliClients(server.settings) as clients:  # as `upload-service reconcile` runs it
+        assert upload_id in reconcile_once(clients).deleted
     assert stored_keys(server, client, upload_id) == NOTHING
     assert row_of(server, upload_id) is None
     with server.sessions() as session:

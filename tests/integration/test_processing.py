@@ -20,7 +20,8 @@ from tests.pdfcheck import findings
 from upload_service.db.engine import session_scope
 from upload_service.db import repository
 from upload_service.devstack.process import ManagedProcess
-from upload_service.reconciler import reconcile_once
+from upload_service.cli.clients import CliClients
+from upload_service.cli.reconcile import reconcile_once
 
 
 @pytest.fixture
@@ -170,7 +171,8 @@ def test_redis_down_at_accept_time_is_reconciled(server: LiveServer, client: Cli
     run_jobs_in_process(server)
     assert wait_for_status(client, upload_id, {"queued"}, timeout=1)["status"] == "queued"  # no job was there
     time.sleep(server.settings.queue.reconcile_grace_seconds + 0.5)
-    report = reconcile_once(server.settings)
+    with CliClients(server.settings) as clients:  # as `upload-service reconcile` runs it
+        report = reconcile_once(clients)
     assert upload_id in report.enqueued
     run_jobs_in_process(server)
     assert wait_for_status(client, upload_id, {"done"}, timeout=5)["artifacts"]

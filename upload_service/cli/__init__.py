@@ -2,7 +2,9 @@
 
 Each command group has one small module here, imported on use (so ``--help`` imports no client
 library): ``serve``, ``migrate``, ``keys``, ``worker``, ``audit``, ``webhooks``, ``reconcile``,
-``nginx`` (``nginx-config``) and ``dev``. The work stays in its domain module (``reconciler``,
+``nginx`` (``nginx-config``) and ``dev``. They build no clients: the commands that talk to the
+database, Redis or the store get them from ``clients.py``, the CLI's composition root, built
+once per run and closed at its end. The work stays in its domain module (``reconciler``,
 ``nginxconf``, ``server``, ``workers.entry``).
 """
 
@@ -11,11 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from upload_service.settings import Settings
+
+if TYPE_CHECKING:
+    from upload_service.cli.clients import CliClients
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "keys":
         from upload_service.cli import keys
 
-        return keys.run(settings, args)
+        with _clients(settings) as clients:
+            return keys.run(clients, args)
     if args.command == "worker":
         from upload_service.cli import worker
 
@@ -136,20 +142,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "audit":
         from upload_service.cli import audit
 
-        return audit.run(settings, args)
+        with _clients(settings) as clients:
+            return audit.run(clients, args)
     if args.command == "webhooks":
         from upload_service.cli import webhooks
 
-        return webhooks.run(settings, args)
+        with _clients(settings) as clients:
+            return webhooks.run(clients, args)
     if args.command == "reconcile":
         from upload_service.cli import reconcile
 
-        return reconcile.run(settings)
+        with _clients(settings) as clients:
+            return reconcile.run(clients)
     if args.command == "nginx-config":
         from upload_service.cli import nginx
 
         return nginx.run(settings, args)
     return 2
+
+
+def _clients(settings: Settings) -> CliClients:
+    """The CLI's composition root, imported only by the commands that need clients."""
+    from upload_service.cli.clients import CliClients
+
+    return CliClients(settings)
 
 
 def refuse_settings(exc: ValidationError) -> int:

@@ -15,35 +15,24 @@ from typing import TextIO
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from upload_service.audit import (
-    AuditWriter,
-    chain_name,
-    count_events,
-    iter_events,
-    verify_chain,
-)
-from upload_service.db.engine import build_engine, build_sessionmaker
-from upload_service.settings import Settings
-
-DEFAULT_JOURNAL_PATH = Path("var/audit-journal.jsonl")
+from upload_service.audit import chain_name, count_events, iter_events, verify_chain
+from upload_service.cli.clients import CliClients
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(clients: CliClients, args: argparse.Namespace) -> int:
     """0: done (chain intact); 1: chain broken; 2: bad arguments or database trouble."""
-    engine = build_engine(settings.database)
-    sessions = build_sessionmaker(engine)
     try:
         if args.audit_command == "verify":
-            return _verify(sessions, getattr(args, "tenant", None))
+            return _verify(clients.sessions, getattr(args, "tenant", None))
         if args.audit_command == "export":
             since, until = _parse_time(args.since, "--since"), _parse_time(args.until, "--until")
             with _output(args.output) as out:
-                with sessions() as session:
+                with clients.sessions() as session:
                     for stored in iter_events(session, tenant=args.tenant, since=since, until=until):
                         out.write(json.dumps(stored.to_dict(), sort_keys=True, separators=(",", ":")) + "\n")
             return 0
         if args.audit_command == "replay":
-            writer = AuditWriter(sessions, Path(args.journal) if args.journal else _journal_path(settings))
+            writer = clients.audit_for_journal(Path(args.journal) if args.journal else None)
             replayed = writer.replay_journal()
             print(f"replayed {replayed} audit events; {writer.journal_backlog()} still waiting")
             return 0
@@ -56,8 +45,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         # Class name only: driver messages can carry hosts and users.
         print(f"error: database unavailable or not migrated ({type(exc).__name__})", file=sys.stderr)
         return 2
-    finally:
-        engine.dispose()
 
 
 def _verify(sessions: sessionmaker[Session], tenant: str | None) -> int:
@@ -104,8 +91,3 @@ def _output(path: str | None) -> Iterator[TextIO]:
         partial.unlink(missing_ok=True)
         raise
 
-
-def _journal_path(settings: Settings) -> Path:
-    """``settings.audit.journal_path`` once that section exists; the documented default until then."""
-    section = getattr(settings, "audit", None)
-    return Path(getattr(section, "journal_path", DEFAULT_JOURNAL_PATH))

@@ -6,18 +6,15 @@ import argparse
 
 from upload_service import auth
 from upload_service.audit import AuditAction, AuditEvent
-from upload_service.container import build_audit_writer
+from upload_service.cli.clients import CliClients
 from upload_service.db import repository
-from upload_service.db.engine import build_engine, build_sessionmaker, session_scope
-from upload_service.settings import Settings
+from upload_service.db.engine import session_scope
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
-    engine = build_engine(settings.database)
-    sessions = build_sessionmaker(engine)
+def run(clients: CliClients, args: argparse.Namespace) -> int:
     event: AuditEvent | None = None
     try:
-        with session_scope(sessions) as session:
+        with session_scope(clients.sessions) as session:
             if args.keys_command == "create":
                 new = auth.create_key(session, args.tenant, auth.parse_scopes(args.scopes), label=args.label)
                 event = _key_event(AuditAction.KEY_CREATED, new.record.tenant, new.record.id, new.record.scopes)
@@ -33,12 +30,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 event = _key_event(AuditAction.KEY_REVOKED, key.tenant, key.id, key.scopes)
                 print(f"revoked key {key.id} of tenant {key.tenant}")
         if event is not None:
-            build_audit_writer(settings, sessions, None).record(event)
+            clients.audit.record(event)
     except (ValueError, LookupError) as exc:
         print(f"error: {exc}")
         return 2
-    finally:
-        engine.dispose()
     return 0
 
 

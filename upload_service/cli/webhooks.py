@@ -12,26 +12,24 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from upload_service.audit import AuditAction, AuditEvent
-from upload_service.container import build_audit_writer
+from upload_service.cli.clients import CliClients
 from upload_service.db import webhooks_repo
-from upload_service.db.engine import build_engine, build_sessionmaker, session_scope
+from upload_service.db.engine import session_scope
 from upload_service.errors import ServiceError
-from upload_service.settings import Settings
 from upload_service.webhooks import admin
 
 log = logging.getLogger("upload_service.webhooks")
 
 
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def run(clients: CliClients, args: argparse.Namespace) -> int:
     """0: done; 2: refused (bad arguments, unknown id, no key, database trouble)."""
-    engine = build_engine(settings.database)
-    sessions = build_sessionmaker(engine)
+    settings = clients.settings
     command = args.webhooks_command
     try:
         if command == "dispatch":
-            return _dispatch(settings, sessions, args.once)
+            return _dispatch(clients, args.once)
         event: AuditEvent | None = None
-        with session_scope(sessions) as session:
+        with session_scope(clients.sessions) as session:
             if command == "add":
                 box = admin.secret_box_or_error(settings.webhooks)
                 new = admin.add_endpoint(session, settings.webhooks, box, args.tenant, args.url, args.events)
@@ -73,43 +71,36 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 box = admin.secret_box_or_error(settings.webhooks)
                 print(f"re-sealed {admin.reencrypt(session, box)} secrets with key {box.active_key_id}")
         if event is not None:
-            build_audit_writer(settings, sessions, None).record(event)
+            clients.audit.record(event)
     except ServiceError as exc:
         print(f"error: {exc.message}" + (f" ({exc.internal})" if exc.internal else ""))
         return 2
     except SQLAlchemyError as exc:
         print(f"error: database unavailable: {type(exc).__name__}")
         return 2
-    finally:
-        engine.dispose()
     return 0
 
 
-def _dispatch(settings: Settings, sessions: Any, once: bool) -> int:
-    from upload_service.jobqueue import connect
+def _dispatch(clients: CliClients, once: bool) -> int:
     from upload_service.logs import configure_logging
     from upload_service.webhooks.dispatcher import Dispatcher
     from upload_service.webhooks.metrics_sink import redis_outcome_counter
 
     configure_logging()
-    box = admin.secret_box_or_error(settings.webhooks)
-    redis = connect(settings.redis)
+    box = admin.secret_box_or_error(clients.settings.webhooks)
     dispatcher = Dispatcher(
-        settings.webhooks, sessions, box, audit=build_audit_writer(settings, sessions, None),
-        on_outcome=redis_outcome_counter(redis),
+        clients.settings.webhooks, clients.sessions, box, audit=clients.audit,
+        on_outcome=redis_outcome_counter(clients.redis),
     )
-    try:
-        if once:
-            while dispatcher.run_once():
-                pass
-            return 0
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        dispatcher.run_forever(stop)
+    if once:
+        while dispatcher.run_once():
+            pass
         return 0
-    finally:
-        redis.close()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    dispatcher.run_forever(stop)
+    return 0
 
 
 def _event(action: AuditAction, tenant: str, endpoint_id: str | None, **details: Any) -> AuditEvent:
