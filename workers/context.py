@@ -1,8 +1,10 @@
-"""What a job needs from its process: settings and the clients built from them.
+"""The worker process's composition root: settings and the clients built from them.
 
 RQ calls jobs by dotted path with JSON arguments only, so the clients can't travel with the job.
 The worker entry builds one ``WorkerContext`` at start and installs it; a forked work-horse
-inherits it. Tests install their own. Nothing is built at import.
+inherits it. Tests install their own. Nothing is built at import, and nothing else in
+``workers/`` builds an engine, a Redis connection, an object store or an audit writer: the
+webhook dispatcher thread's own engine comes from ``build_dispatcher_clients`` here too.
 """
 
 from __future__ import annotations
@@ -75,6 +77,25 @@ def build_context(settings: Settings) -> WorkerContext:
         queue=JobQueue(connect(settings.redis), settings.queue),
         audit=build_audit_writer(settings, sessions, None),
     )
+
+
+@dataclass
+class DispatcherClients:
+    """The webhook dispatcher thread's own engine and audit writer: its connections are never
+    the ones the reconciler thread or a forked work-horse use."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    audit: AuditWriter
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_dispatcher_clients(settings: Settings) -> DispatcherClients:
+    engine = build_engine(settings.database)
+    sessions = build_sessionmaker(engine)
+    return DispatcherClients(engine, sessions, build_audit_writer(settings, sessions, None))
 
 
 def _drop_pool_in_forked_children(engine: Engine) -> None:

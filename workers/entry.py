@@ -1,43 +1,40 @@
-"""``upload-service worker``: a real RQ worker on our queues, with the project's settings,
-the shared JSON serializer, the scheduler (for retries with backoff) and the reconciler."""
+"""The worker process (``upload-service worker``): a real RQ worker on our queues, with the
+project's settings, the shared JSON serializer, the scheduler (for retries with backoff), the
+reconciler and the webhook dispatcher. Its clients come from ``context.py``, the worker's
+composition root; the command line (arguments, refusals) is ``upload_service/cli/worker.py``."""
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import threading
+from collections.abc import Sequence
 
 from rq import SimpleWorker, Worker
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from upload_service.container import build_audit_writer
 from upload_service.db import webhooks_repo
-from upload_service.db.engine import build_engine, build_sessionmaker
 from upload_service.jobqueue import SERIALIZER
 from upload_service.logs import configure_logging
 from upload_service.reconciler import reconcile
 from upload_service.settings import Settings
 from upload_service.webhooks.dispatcher import Dispatcher
 from upload_service.webhooks.metrics_sink import redis_outcome_counter
-from upload_service.webhooks.secretbox import WebhookKeyError, check_configured_keys, keys_configured, load_secret_box
+from upload_service.webhooks.secretbox import keys_configured, load_secret_box
 from workers import context
 
 log = logging.getLogger("workers.entry")
 
 
-def run_worker(settings: Settings, args: argparse.Namespace) -> int:
+def run_worker(settings: Settings, *, queues: Sequence[str] = (), burst: bool = False, simple: bool = False) -> int:
+    """Work the named queues (all when none are named) until stopped, or until they are empty
+    with ``burst``; ``simple`` runs jobs in this process instead of a forked work-horse.
+    The webhook keys were checked by the caller (a configured key that fails to load refuses)."""
     configure_logging()
-    try:
-        check_configured_keys(settings.webhooks)
-    except WebhookKeyError as exc:
-        print(f"refusing to start: {exc}", file=sys.stderr)
-        return 2
     ctx = context.build_context(settings)
     context.install(ctx)
-    names = [q.strip() for q in (args.queues or "").split(",") if q.strip()] or ctx.queue.queue_names()
-    worker_class = SimpleWorker if args.simple else Worker
+    names = list(queues) or ctx.queue.queue_names()
+    worker_class = SimpleWorker if simple else Worker
     worker = worker_class(
         [ctx.queue.queue(name) for name in names],
         connection=ctx.queue.connection,
@@ -49,7 +46,7 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
     ctx.audit.start_replayer(settings.audit.replay_interval_seconds, stop)
     start_webhook_dispatcher(ctx, stop)
     try:
-        worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+        worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
     finally:
         stop.set()
         ctx.close()
@@ -72,10 +69,9 @@ def start_webhook_dispatcher(ctx: context.WorkerContext, stop: threading.Event) 
         if endpoints:
             log.error("webhook dispatcher NOT started (no webhooks.secret_keys): %d endpoints wait", endpoints)
         return None
-    engine = build_engine(settings.database)
-    sessions = build_sessionmaker(engine)
+    clients = context.build_dispatcher_clients(settings)
     dispatcher = Dispatcher(
-        settings.webhooks, sessions, box, audit=build_audit_writer(settings, sessions, None),
+        settings.webhooks, clients.sessions, box, audit=clients.audit,
         on_outcome=redis_outcome_counter(ctx.queue.connection),
     )
 
@@ -83,7 +79,7 @@ def start_webhook_dispatcher(ctx: context.WorkerContext, stop: threading.Event) 
         try:
             dispatcher.run_forever(stop)
         finally:
-            engine.dispose()
+            clients.close()
 
     thread = threading.Thread(target=run, name="webhook-dispatcher", daemon=True)
     thread.start()
