@@ -5,19 +5,18 @@ number the app's per-type limits are validated against (``limits.max_body_bytes`
 timeouts, rate limits and error bodies must stay in the API's error contract. Rendering from one
 ``Settings`` object makes drift impossible; ``--check`` runs ``nginx -t`` on the result.
 
-``render_nginx_config`` is pure (settings in, text out); only ``check_nginx_config`` and
-``run_cli`` touch the disk or run nginx. The template is ``nginx/nginx.conf.j2``.
+``render_nginx_config`` is pure (settings in, text out); only ``check_nginx_config`` touches the
+disk and runs nginx. The command's options and output are ``upload_service/cli/nginx.py``. The
+template is ``nginx/nginx.conf.j2``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -413,44 +412,3 @@ def format_ingress_annotations(settings: Settings) -> str:
         lines += [f"  {key}: {json.dumps(value)}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
 
-
-def run_cli(settings: Settings, args: argparse.Namespace) -> int:
-    """``nginx-config [--output FILE] [--prefix DIR] [--check] [--ingress-annotations]``.
-
-    ``--ingress-annotations`` prints the same limits as ingress-nginx annotations instead.
-
-    Without ``--check`` the config goes to ``--output`` (or stdout). With ``--check`` nginx tests
-    it and the enforcement table is printed; the config is still written when ``--output`` is set.
-    """
-    if getattr(args, "ingress_annotations", False):
-        try:
-            sys.stdout.write(format_ingress_annotations(settings))
-        except NginxConfigError as exc:
-            print(f"error: invalid nginx settings: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    prefix = Path(args.prefix).resolve() if args.prefix else DEFAULT_PREFIX
-    try:
-        text = render_nginx_config(settings, prefix)
-    except NginxConfigError as exc:
-        print(f"error: invalid nginx settings: {exc}", file=sys.stderr)
-        return 2
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text)
-    elif not args.check:
-        sys.stdout.write(text)
-    if not args.check:
-        return 0
-    try:
-        result = check_nginx_config(settings)
-    except FileNotFoundError as exc:
-        print(f"error: cannot check: {exc}", file=sys.stderr)
-        return 2
-    if not result.ok:
-        print(f"error: nginx rejected the rendered config:\n{result.output}", file=sys.stderr)
-        return 1
-    print(f"nginx -t: ok\n{result.output}\n")
-    print("which layer enforces what:")
-    print(format_enforcement(enforcement_rows(settings)))
-    return 0
