@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,21 +74,11 @@ def worker_count(requested: int | None, settings: Settings) -> int:
 
 
 def serve(settings: Settings, *, host: str | None, port: int | None, uds: str | None, workers: int) -> int:
+    """Run the API until stopped: 0, or ``STARTUP_FAILURE`` when a process failed to start.
+    The caller has checked the token and webhook keys once (``cli/serve.py``), so a bad key is
+    one clear refusal rather than one per API process."""
     from upload_service.metrics import MULTIPROCESS_ENV
-    from upload_service.tokens import TokenKeyError, load_keyring
 
-    try:  # refuse once, with one clear line, rather than in every worker
-        load_keyring(settings.tokens)
-    except TokenKeyError as exc:
-        print(f"refusing to start: {exc}", file=sys.stderr)
-        return 2
-    from upload_service.webhooks.secretbox import WebhookKeyError, check_configured_keys
-
-    try:  # a configured webhook key must load; none at all only turns webhooks off
-        check_configured_keys(settings.webhooks)
-    except WebhookKeyError as exc:
-        print(f"refusing to start: {exc}", file=sys.stderr)
-        return 2
     options: dict[str, Any] = {
         "factory": True,
         "proxy_headers": True,
