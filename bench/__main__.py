@@ -15,6 +15,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from bench.report import Row, load_average, render_table
+from upload_service.server import default_worker_count
 
 BENCHMARKS = ("ingest-large", "ingest-small", "processing")
 
@@ -23,20 +24,22 @@ def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _run_ingest(names: list[str], quick: bool) -> list[Row]:
-    from bench import ingest
+def _run_ingest(names: list[str], args: argparse.Namespace) -> list[Row]:
+    from bench import ingest, small
     from bench.servers import BenchStack
 
+    workers = args.workers or default_worker_count()
+    databases = tuple(args.db or small.DATABASES)
     steps: dict[str, Callable[[BenchStack, bool], list[Row]]] = {
         "ingest-large": ingest.run_large,
-        "ingest-small": ingest.run_small,
+        "ingest-small": lambda stack, quick: small.run_small(stack, quick, workers=workers, databases=databases),
     }
     rows: list[Row] = []
     _log("starting redis-server and SeaweedFS ...")
     with BenchStack() as stack:
         for name in names:
             _log(f"running {name} ({load_average()}) ...")
-            rows += steps[name](stack, quick)
+            rows += steps[name](stack, args.quick)
     return rows
 
 
@@ -50,15 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="fewer runs and smaller counts (under a minute)")
     parser.add_argument("--only", choices=BENCHMARKS, action="append", help="run only this benchmark (repeatable)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="API processes of ours and of the durable template in ingest-small (default: cores)")
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), action="append",
+                        help="ingest-small on this database kind only (repeatable; default: both)")
     args = parser.parse_args(argv)
     selected = args.only or list(BENCHMARKS)
     signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where started with SIGINT ignored
     started, load_before = time.perf_counter(), load_average()
     rows: list[Row] = []
     ingest = [name for name in selected if name.startswith("ingest")]
     try:
         if ingest:
-            rows += _run_ingest(ingest, args.quick)
+            rows += _run_ingest(ingest, args)
         if "processing" in selected:
             from bench import processing
 

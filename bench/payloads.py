@@ -32,7 +32,10 @@ def pdf_of_size(size: int, seed: int = 0) -> bytes:
     base = samples.pdf_bytes()
     with pikepdf.open(io.BytesIO(base)) as pdf:
         padding = max(0, size - len(base) - 256)
-        pdf.Root.BenchPadding = pdf.make_stream(random.Random(seed).randbytes(padding))
+        rng, chunk = random.Random(seed), 64 * MiB  # randbytes takes at most 2**28 bytes at once
+        pdf.Root.BenchPadding = pdf.make_stream(
+            b"".join(rng.randbytes(min(chunk, padding - start)) for start in range(0, padding, chunk))
+        )
         out = io.BytesIO()
         pdf.save(out, compress_streams=False)
     return out.getvalue()
@@ -44,6 +47,18 @@ def noise_png(width: int = 96, height: int = 72, seed: int = 0) -> bytes:
     out = io.BytesIO()
     Image.frombytes("RGB", (width, height), pixels).save(out, "PNG")
     return out.getvalue()
+
+
+def noise_png_of_size(size: int, seed: int = 0) -> bytes:
+    """A noise PNG (``noise_png``) of about ``size`` bytes (within a few hundred): 4:3, the
+    height nudged until the file is as close to ``size`` as it gets from below."""
+    width = max(8, round((size / 3 * 4 / 3) ** 0.5))
+    height = max(8, size // (width * 3))
+    data = noise_png(width, height, seed)
+    while len(data) > size and height > 8:
+        height -= 1
+        data = noise_png(width, height, seed)
+    return data
 
 
 def raw(content: bytes, content_type: str) -> Body:

@@ -8,12 +8,14 @@ always means "ours is better" and below 1 "ours is behind".
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,22 @@ class Row:
     anchor_value: float | None = None
     higher_is_better: bool = True
     note: str = ""
+    spread: tuple[float, float] | None = None  # min and max over the runs whose median is value
+    anchor_spread: tuple[float, float] | None = None
+
+    @classmethod
+    def of_runs(
+        cls, benchmark: str, figure: str, runs: Sequence[float], unit: str, anchor: str = "",
+        anchor_runs: Sequence[float] | None = None, **kwargs: object,
+    ) -> Row:
+        """A row from every run's value (and the anchor's): medians, with min-max beside them."""
+        return cls(
+            benchmark, figure, median(runs), unit, anchor,
+            median(anchor_runs) if anchor_runs else None,
+            spread=(min(runs), max(runs)) if runs else None,
+            anchor_spread=(min(anchor_runs), max(anchor_runs)) if anchor_runs else None,
+            **kwargs,  # type: ignore[arg-type]
+        )
 
     @property
     def ratio(self) -> float | None:
@@ -54,7 +72,7 @@ class Stopwatch:
     wall = 0.0
     cpu = 0.0
 
-    def __enter__(self) -> Stopwatch:
+    def __enter__(self) -> Self:
         self._wall, self._cpu = time.perf_counter(), time.process_time()
         return self
 
@@ -66,7 +84,7 @@ class Stopwatch:
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
-    if value != value:  # NaN
+    if math.isnan(value):
         return "nan"
     magnitude = abs(value)
     if magnitude >= 100:
@@ -76,24 +94,34 @@ def _fmt(value: float | None) -> str:
     return f"{value:.2f}"
 
 
+def _fmt_spread(spread: tuple[float, float] | None) -> str:
+    if spread is None:
+        return ""
+    low, high = spread
+    return _fmt(low) if _fmt(low) == _fmt(high) else f"{_fmt(low)}-{_fmt(high)}"
+
+
 def render_table(rows: Sequence[Row]) -> str:
-    """A plain-text table: benchmark, figure, ours, anchor, anchor value, ratio, note."""
-    header = ("benchmark", "figure", "ours", "unit", "anchor", "anchor value", "ratio", "note")
+    """A plain-text table: benchmark, figure, ours (median, min-max), anchor, anchor value
+    (median, min-max), ratio of the medians, note."""
+    header = ("benchmark", "figure", "ours", "min-max", "unit", "anchor", "anchor value", "min-max", "ratio", "note")
     lines = [
         (
             r.benchmark,
             r.figure,
             _fmt(r.value),
+            _fmt_spread(r.spread),
             r.unit,
             r.anchor or "-",
             _fmt(r.anchor_value),
+            _fmt_spread(r.anchor_spread),
             f"{r.ratio:.2f}x" if r.ratio is not None else "-",
             r.note,
         )
         for r in rows
     ]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *lines, strict=True)]
-    numeric = {2, 5, 6}
+    numeric = {2, 3, 6, 7, 8}
 
     def render(cells: Sequence[str]) -> str:
         return "  ".join(

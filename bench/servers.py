@@ -5,7 +5,13 @@
   devstack launchers, with a SQLite DB; optionally with ``storage.backend=local`` to show the
   ingest path without the S3 upload;
 - naive: ``bench/naive_app.py`` (``UploadFile`` + ``await file.read()``) under uvicorn the same way;
-- nginx: nginx alone writing the request body to a file (the anchor for large-file ingest).
+- nginx: nginx alone writing the request body to a file (the anchor for large-file ingest);
+- front: nginx rendered from the API's own settings (``upload_service.nginxconf``, started by the
+  devstack launcher), its rate and connection limits raised for the bench, in front of ours or
+  of the durable template (``bench/template_app.py``), which runs under ``uvicorn --workers N``;
+- databases: a SQLite file each, or a PostgreSQL database each (``bench_<random>``, created on
+  the server at ``BENCH_POSTGRES_URL``, default ``postgresql://postgres@127.0.0.1:5432/test``,
+  and dropped at the end).
 
 Every process is a ``ManagedProcess`` (own process group) and is stopped on the way out; the temp
 dir is removed last.
@@ -20,9 +26,12 @@ import secrets
 import shutil
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Self
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -30,11 +39,12 @@ from tests.fixtures.app import LiveServer, make_settings, start_api
 from tests.fixtures.services import RedisService, S3Service
 from upload_service.db.engine import build_engine, build_sessionmaker
 from upload_service.db.migrate import upgrade_to_head
+from upload_service.devstack.nginx import nginx_process
 from upload_service.devstack.process import ManagedProcess, free_port
 from upload_service.devstack.redis import redis_process
 from upload_service.devstack.seaweed import seaweed_process
 from upload_service.nginxconf import find_nginx
-from upload_service.settings import DatabaseSettings
+from upload_service.settings import DatabaseSettings, NginxSettings, Settings
 from upload_service.storage import build_object_store
 
 
@@ -51,6 +61,25 @@ class Target:
     memory_pid: int
     headers: dict[str, str] = field(default_factory=dict)
     forget: Callable[[bytes, int], None] = lambda response, sent: None
+    settings: Settings | None = None  # ours: what its nginx front is rendered from
+    database_url: str = ""
+    log_path: Path | None = None  # the server's log, whose tail goes into a failure's message
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+#: The PostgreSQL server the bench makes its databases on (``CREATE DATABASE``, dropped at the end).
+POSTGRES_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+#: nginx limits for the bench: the rendered config's rate and connection limits stay in place,
+#: raised so that one client address sending many uploads at once is never refused.
+BENCH_NGINX_LIMITS: dict[str, Any] = {
+    "upload_rate": "100000r/s", "upload_burst": 100000, "api_rate": "100000r/s", "api_burst": 100000,
+    "conn_per_client": 4096, "keepalive_requests": 100000,
+}
 
 
 # -- memory ---------------------------------------------------------------------------------
@@ -87,7 +116,7 @@ class BenchStack:
         self.s3: S3Service | None = None
         self.database_url = f"sqlite:///{self.root / 'uploads.db'}"
 
-    def __enter__(self) -> BenchStack:
+    def __enter__(self) -> Self:
         try:
             self._exit.callback(shutil.rmtree, self.root, ignore_errors=True)
             process, url = redis_process(self.root / "redis")
@@ -106,6 +135,19 @@ class BenchStack:
     def __exit__(self, *exc: object) -> None:
         self._exit.close()
 
+    def database(self, kind: str, name: str) -> str:
+        """A fresh migrated-or-empty database of ``kind`` (``sqlite``/``postgresql``): a file in
+        the temp dir, or ``CREATE DATABASE bench_<random>_<name>`` dropped when the stack exits."""
+        if kind == "sqlite":
+            return f"sqlite:///{self.root / f'{name}.db'}"
+        import psycopg
+
+        database = f"bench_{uuid.uuid4().hex[:10]}_{name}"
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
+            admin.execute(f'CREATE DATABASE "{database}"')
+        self._exit.callback(_drop_database, database)
+        return f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{database}"
+
     def _start(self, process: ManagedProcess, timeout: float) -> None:
         self._exit.callback(process.stop, timeout=5.0)  # before start(): a failed start is stopped too
         process.start(timeout=timeout)
@@ -116,16 +158,23 @@ class BenchStack:
         return path
 
     @contextlib.contextmanager
-    def ours(self, backend: str = "s3") -> Iterator[Target]:
-        """The real API; ``backend="local"`` keeps originals in a directory instead of S3."""
+    def ours(
+        self, backend: str = "s3", *, database_url: str | None = None, workers: int = 1, **overrides: Any
+    ) -> Iterator[Target]:
+        """The real API (``upload-service serve --workers N``); ``backend="local"`` keeps
+        originals in a directory instead of S3; ``overrides`` change settings sections."""
         assert self.redis is not None and self.s3 is not None
         workdir = self._workdir(f"api-{backend}")
-        overrides = {"storage": {"backend": "local", "local_dir": workdir / "objects"}} if backend == "local" else {}
-        settings = make_settings(workdir, self.database_url, self.redis.url, self.s3, **overrides)
+        if backend == "local":
+            overrides["storage"] = {"backend": "local", "local_dir": workdir / "objects"}
+        database_url = database_url or self.database_url
+        if database_url != self.database_url:
+            upgrade_to_head(DatabaseSettings(url=database_url))
+        settings = make_settings(workdir, database_url, self.redis.url, self.s3, **overrides)
         settings.prepare_dirs()
         store = build_object_store(settings.storage)
         store.ensure_buckets()  # make_settings creates the S3 buckets; a local store needs its own
-        process, url = start_api(settings, workdir)
+        process, url = start_api(settings, workdir, workers=workers)
         engine = build_engine(settings.database)
         try:
             server = LiveServer(
@@ -141,6 +190,7 @@ class BenchStack:
             yield Target(
                 name=f"ours ({backend})", url=url, raw_path="/v1/uploads?filename=big.pdf",
                 multipart_path="/v1/uploads", memory_pid=process.pid, headers=client.headers, forget=forget,
+                settings=settings, database_url=database_url, log_path=process.log_path,
             )
         finally:
             process.stop()
@@ -176,6 +226,75 @@ class BenchStack:
             yield Target(
                 name="naive UploadFile", url=url, raw_path="/raw", multipart_path="/upload",
                 memory_pid=process.pid, forget=lambda response, sent: _empty(store),
+            )
+        finally:
+            process.stop()
+
+    @contextlib.contextmanager
+    def template(self, database_url: str, settings: Settings, workers: int) -> Iterator[Target]:
+        """``bench.template_app`` under ``uvicorn --workers N`` on the same S3 server (its own
+        bucket), Redis and kind of database as ours; its table is made before it starts."""
+        from bench.template_app import create_schema
+
+        assert self.redis is not None and self.s3 is not None
+        workdir = self._workdir("template")
+        storage = self.s3.settings()
+        build_object_store(storage).ensure_buckets()
+        create_schema(database_url)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "BENCH_TEMPLATE_BUCKET": storage.originals_bucket,
+            "BENCH_TEMPLATE_S3_ENDPOINT": self.s3.endpoint_url,
+            "BENCH_TEMPLATE_S3_KEY": self.s3.access_key,
+            "BENCH_TEMPLATE_S3_SECRET": self.s3.secret_key,
+            "BENCH_TEMPLATE_DATABASE_URL": database_url,
+            "BENCH_TEMPLATE_REDIS_URL": self.redis.url,
+            "BENCH_TEMPLATE_AUDIT_LOG": str(workdir / "audit.log"),
+        }
+        process = ManagedProcess(
+            "template",
+            [
+                sys.executable, "-m", "uvicorn", "--factory", "bench.template_app:create_app",
+                "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+                "--no-access-log", "--no-server-header",
+                "--proxy-headers", "--forwarded-allow-ips", ",".join(settings.server.trusted_proxies),
+            ],
+            env=env,
+            log_path=workdir / "template.log",
+            ready=lambda: httpx.get(url + "/livez", timeout=1).status_code == 200,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        try:
+            process.start(timeout=60)
+            assert process.pid is not None
+            yield Target(
+                name="durable template", url=url, raw_path="/v1/uploads", multipart_path="/v1/uploads",
+                memory_pid=process.pid, database_url=database_url, log_path=process.log_path,
+            )
+        finally:
+            process.stop()
+
+    @contextlib.contextmanager
+    def front(self, settings: Settings, upstream: Target) -> Iterator[Target]:
+        """nginx rendered from ``settings`` (ours'), its limits raised (``BENCH_NGINX_LIMITS``),
+        proxying to ``upstream``; the target keeps the upstream's paths and headers, and its
+        ``memory_pid`` is nginx's master (``TreeMeter`` sums its workers)."""
+        address = urlsplit(upstream.url)
+        values = {
+            **settings.nginx.model_dump(), **BENCH_NGINX_LIMITS,
+            "listen_host": "127.0.0.1", "listen_port": free_port(), "upstreams": [f"{address.hostname}:{address.port}"],
+        }
+        front_settings = settings.model_copy(update={"nginx": NginxSettings(**values)})
+        process, url = nginx_process(self._workdir("front"), front_settings)
+        try:
+            process.start(timeout=10)
+            assert process.pid is not None
+            yield Target(
+                name=f"nginx in front of {upstream.name}", url=url, raw_path=upstream.raw_path,
+                multipart_path=upstream.multipart_path, memory_pid=process.pid, headers=upstream.headers,
+                database_url=upstream.database_url, log_path=upstream.log_path,
             )
         finally:
             process.stop()
@@ -225,6 +344,24 @@ class BenchStack:
             )
         finally:
             process.stop()
+
+
+def _drop_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_reachable() -> str | None:
+    """None when the bench's PostgreSQL server answers, else why not."""
+    try:
+        import psycopg
+
+        psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3).close()
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means "not here"
+        return f"no PostgreSQL at {POSTGRES_ADMIN_URL.split('@')[-1]}: {exc}"
+    return None
 
 
 def _empty(directory: Path) -> None:
