@@ -33,7 +33,7 @@ from upload_service.audit import AuditAction, AuditEvent
 from upload_service.auth import Principal, Scope
 from upload_service.db import repository, token_uses
 from upload_service.db.engine import session_scope
-from upload_service.db.errors import DatabaseError, DuplicateRow, translated
+from upload_service.db.errors import DatabaseError, ConstraintViolation, translated
 from upload_service.db.models import VISIBLE_STATUSES, Upload, UploadStatus
 from upload_service.errors import ErrorCode, ServiceError, StorageError
 from upload_service.groupwrites import NewUpload, Writes
@@ -262,7 +262,7 @@ class UploadService:
         self, request: UploadRequest, upload: Upload, received: ReceivedBody, error: DatabaseError
     ) -> Accepted:
         self._forget_original(self.settings.storage.originals_bucket, upload.original_key)
-        if isinstance(error, DuplicateRow) and request.idempotency_key is not None:
+        if isinstance(error, ConstraintViolation) and request.idempotency_key is not None:
             # Another request with the same Idempotency-Key committed first.
             earlier = self._find_by_idempotency_key(request)
             if earlier is not None:

@@ -14,8 +14,9 @@ class DatabaseError(Exception):
     (driver messages can carry hosts, users and SQL values)."""
 
 
-class DuplicateRow(DatabaseError):
-    """A unique constraint refused a row (e.g. two requests with one Idempotency-Key)."""
+class ConstraintViolation(DatabaseError):
+    """A constraint refused a row: a duplicate (two requests with one Idempotency-Key), or any
+    other integrity check, some of which (deferred ones) only fail at the commit."""
 
 
 def describe(error: BaseException) -> str:
@@ -24,7 +25,7 @@ def describe(error: BaseException) -> str:
 
 
 def translate(error: SQLAlchemyError) -> DatabaseError:
-    kind = DuplicateRow if isinstance(error, IntegrityError) else DatabaseError
+    kind = ConstraintViolation if isinstance(error, IntegrityError) else DatabaseError
     return kind(describe(error))
 
 

@@ -12,7 +12,7 @@ an item's caller learns, it learns only after that commit:
 - ``post(item, on_failure)`` is fire-and-forget: nobody waits, and a failed batch hands the item
   to ``on_failure`` (e.g. the audit writer's retry-and-journal path), so it is not lost.
 
-A batch that a unique constraint refused (``DuplicateRow``: two requests racing with one
+A batch that a unique constraint refused (``ConstraintViolation``: two requests racing with one
 Idempotency-Key) is retried item by item, so only the item that caused it fails. ``apply`` uses
 Core statements (multi-row inserts) on the session's connection, not the ORM's unit of work.
 ``after_commit`` (the batch's jobs enqueued in one Redis round trip) and the answers run on a
@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from upload_service.db.engine import session_scope
-from upload_service.db.errors import DatabaseError, DuplicateRow, translate
+from upload_service.db.errors import DatabaseError, ConstraintViolation, translate
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class GroupCommit(Generic[T]):
         items = [entry.item for entry in batch]
         try:
             results = self._transaction(items)
-        except DuplicateRow as exc:
+        except ConstraintViolation as exc:
             if len(batch) > 1:
                 # One item (a racing Idempotency-Key) must not fail the others: isolate it.
                 for entry in batch:

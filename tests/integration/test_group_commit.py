@@ -1,0 +1,220 @@
+"""The accept path's group commit, through real API processes on SQLite and PostgreSQL: a batch
+whose commit fails answers every request in it with 503 and leaves nothing; a SIGKILL during a
+run of uploads leaves only complete uploads; two processes writing one tenant keep one intact
+chain with exactly one ``upload:accepted`` event per upload."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests import samples
+from tests.fixtures.app import Client, LiveServer
+from tests.fixtures.services import S3Service
+from tests.integration.contract import assert_error
+from tests.integration.test_streamed_originals import multipart_uploads, s3_client
+from upload_service.audit import verify_chain
+from upload_service.db.audit_models import AuditEventRow
+from upload_service.db.models import Upload
+from upload_service.storage import keys
+
+PART = 5 * 1024 * 1024
+
+
+@pytest.fixture
+def s3(s3_service: S3Service) -> Iterator[Any]:
+    s3_service.ensure_running()
+    yield s3_client(s3_service)
+
+
+@pytest.fixture
+def streaming(server_factory: Callable[..., LiveServer]) -> LiveServer:
+    """An API process of its own (5 MiB parts: larger originals are multipart uploads)."""
+    return server_factory(storage={"multipart_part_bytes": PART})
+
+
+def accepted_events(sessions: sessionmaker[Session], upload_id: str) -> int:
+    with sessions() as session:
+        statement = select(func.count()).where(
+            AuditEventRow.upload_id == upload_id, AuditEventRow.action == "upload:accepted"
+        )
+        return session.scalar(statement) or 0
+
+
+def tenant_rows(sessions: sessionmaker[Session], tenant: str) -> list[Upload]:
+    with sessions() as session:
+        return list(session.scalars(select(Upload).where(Upload.tenant == tenant)))
+
+
+# --- a commit that fails --------------------------------------------------------------------
+
+_SQLITE_BREAKER = [
+    "CREATE TABLE commit_breaker_parent (id TEXT PRIMARY KEY)",
+    "CREATE TABLE commit_breaker (upload_id TEXT PRIMARY KEY, parent TEXT "
+    "REFERENCES commit_breaker_parent (id) DEFERRABLE INITIALLY DEFERRED)",
+    "CREATE TRIGGER break_commit AFTER INSERT ON uploads WHEN NEW.tenant = '{tenant}' "
+    "BEGIN INSERT INTO commit_breaker VALUES (NEW.id, 'missing'); END",
+]
+_POSTGRES_BREAKER = [
+    "CREATE TABLE commit_breaker_parent (id text PRIMARY KEY)",
+    "CREATE TABLE commit_breaker (upload_id text PRIMARY KEY, parent text "
+    "REFERENCES commit_breaker_parent (id) DEFERRABLE INITIALLY DEFERRED)",
+    "CREATE FUNCTION break_commit() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN INSERT INTO commit_breaker VALUES (NEW.id, 'missing'); RETURN NEW; END $$",
+    "CREATE TRIGGER break_commit AFTER INSERT ON uploads FOR EACH ROW WHEN (NEW.tenant = '{tenant}') "
+    "EXECUTE FUNCTION break_commit()",
+]
+_UNBREAK = {
+    "sqlite": ["DROP TRIGGER break_commit", "DROP TABLE commit_breaker", "DROP TABLE commit_breaker_parent"],
+    "postgresql": [
+        "DROP TRIGGER break_commit ON uploads", "DROP FUNCTION break_commit()",
+        "DROP TABLE commit_breaker", "DROP TABLE commit_breaker_parent",
+    ],
+}
+
+
+def execute(sessions: sessionmaker[Session], statements: list[str]) -> None:
+    with sessions() as session:
+        for statement in statements:
+            session.execute(text(statement))
+        session.commit()
+
+
+@pytest.fixture
+def broken_commits(streaming: LiveServer) -> Iterator[Client]:
+    """A tenant whose uploads' transactions fail at COMMIT: each upload row inserts a row that
+    breaks a deferred foreign key, checked only when the transaction commits (a real commit
+    failure of the database, on both engines)."""
+    client = streaming.client()
+    dialect = streaming.sessions.kw["bind"].dialect.name
+    breaker = _SQLITE_BREAKER if dialect == "sqlite" else _POSTGRES_BREAKER
+    execute(streaming.sessions, [s.format(tenant=client.tenant) for s in breaker])
+    try:
+        yield client
+    finally:
+        execute(streaming.sessions, _UNBREAK[dialect])
+
+
+def test_a_batch_whose_commit_fails_answers_503_to_all_and_leaves_nothing(
+    streaming: LiveServer, broken_commits: Client, s3: Any
+) -> None:
+    client = broken_commits
+    small = [samples.png_bytes(40 + i, 30) for i in range(10)]
+    large = [b"%PDF-1.4\n" + os.urandom(PART + 1024 * 1024) for _ in range(2)]  # multipart originals
+
+    def send(index: int) -> httpx.Response:
+        if index < len(small):
+            return client.upload(small[index], f"f{index}.png", "image/png")
+        data = large[index - len(small)]
+        return client.request(
+            "POST", "/v1/uploads", params={"filename": "big.pdf"}, content=data,
+            headers={"Content-Type": "application/pdf"},
+        )
+
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(send, range(len(small) + len(large))))
+    for response in responses:
+        assert_error(response, 503, "DEPENDENCY_UNAVAILABLE")
+        assert response.headers["retry-after"]
+    assert tenant_rows(streaming.sessions, client.tenant) == []
+    bucket = streaming.settings.storage.originals_bucket
+    assert streaming.store.list_keys(bucket, f"{client.tenant}/") == []
+    assert multipart_uploads(s3, streaming, client) == []
+    with streaming.sessions() as session:
+        tenant_events = select(func.count()).where(
+            AuditEventRow.tenant == client.tenant, AuditEventRow.action == "upload:accepted"
+        )
+        assert session.scalar(tenant_events) == 0
+        assert verify_chain(session, client.tenant) == []
+    # The writer goes on: another tenant's upload in the same process commits.
+    assert streaming.client().upload(small[0], "ok.png", "image/png").status_code == 202
+
+
+# --- a crash in the middle of a run ----------------------------------------------------------
+
+
+def test_a_sigkill_during_concurrent_uploads_leaves_only_complete_uploads(streaming: LiveServer) -> None:
+    client = streaming.client()
+    answered: dict[str, str] = {}  # upload id -> sha256, for every 202 received before the kill
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def uploader(worker: int) -> None:
+        count = 0
+        with httpx.Client(base_url=streaming.url, headers=client.headers, timeout=30) as http:
+            while not stop.is_set():
+                data = samples.png_bytes(20 + worker, 20 + count % 50)
+                count += 1
+                try:
+                    response = http.post("/v1/uploads", files={"file": ("a.png", data, "image/png")})
+                except httpx.HTTPError:
+                    return  # the process is gone
+                if response.status_code == 202:
+                    with lock:
+                        answered[response.json()["id"]] = hashlib.sha256(data).hexdigest()
+
+    threads = [threading.Thread(target=uploader, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while len(answered) < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    streaming.process.kill()  # SIGKILL, uploads in flight
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(answered) >= 40
+    bucket = streaming.settings.storage.originals_bucket
+    rows = {row.id: row for row in tenant_rows(streaming.sessions, client.tenant)}
+    for upload_id, sha256 in answered.items():
+        assert upload_id in rows, "a 202 answered before the kill lost its row"
+        assert rows[upload_id].sha256 == sha256
+        assert accepted_events(streaming.sessions, upload_id) == 1
+    stored = set(streaming.store.list_keys(bucket, f"{client.tenant}/"))
+    for row in rows.values():  # answered or not: no row without its original, none without its event
+        assert keys.original_key(client.tenant, row.id) in stored, "a row without its object"
+        assert accepted_events(streaming.sessions, row.id) == 1
+    with streaming.sessions() as session:
+        assert verify_chain(session, client.tenant) == []
+
+
+# --- several processes, one tenant -----------------------------------------------------------
+
+
+def test_two_api_processes_writing_one_tenant_keep_one_intact_chain(
+    server: LiveServer, server_factory: Callable[..., LiveServer]
+) -> None:
+    sibling = server_factory()
+    client = server.client()  # its key works on both processes (one database)
+    processes = [server, sibling]
+
+    def send(index: int) -> str:
+        url = processes[index % 2].url
+        data = samples.png_bytes(30 + index % 40, 24)
+        response = httpx.post(
+            url + "/v1/uploads", headers=client.headers, files={"file": ("a.png", data, "image/png")}, timeout=60
+        )
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    with ThreadPoolExecutor(24) as pool:
+        ids = list(pool.map(send, range(160)))
+    assert len(set(ids)) == 160
+    with server.sessions() as session:
+        assert verify_chain(session, client.tenant) == []
+        rows = session.execute(
+            select(AuditEventRow.upload_id, func.count())
+            .where(AuditEventRow.tenant == client.tenant, AuditEventRow.action == "upload:accepted")
+            .group_by(AuditEventRow.upload_id)
+        ).all()
+    assert {upload_id: count for upload_id, count in rows} == dict.fromkeys(ids, 1)

@@ -1,0 +1,114 @@
+"""``db.groupcommit.GroupCommit`` on a real database (SQLite and PostgreSQL): items that arrive
+while a transaction commits go into the next one together; an item a constraint refuses fails
+alone; a failed fire-and-forget item reaches its fallback."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.fixtures.audit import make_event, stored_rows
+from upload_service.audit import AuditEvent, verify_chain
+from upload_service.db import repository
+from upload_service.db.errors import ConstraintViolation, DatabaseError
+from upload_service.db.groupcommit import GroupCommit
+from upload_service.db.models import Upload, UploadStatus
+from upload_service.groupwrites import NewUpload, write_batch
+
+
+def new_upload(tenant: str = "acme", idempotency_key: str | None = None) -> NewUpload:
+    now = repository.utcnow()
+    upload_id = uuid.uuid4().hex
+    upload = Upload(
+        id=upload_id, tenant=tenant, filename="a.png", size=1, sha256="0" * 64, declared_type="image/png",
+        detected_type="image/png", status=UploadStatus.QUEUED, original_key=f"{tenant}/{upload_id}/original",
+        idempotency_key=idempotency_key, attempts=0, created_at=now, updated_at=now, artifacts=[],
+    )
+    return NewUpload(upload, make_event(tenant, upload_id=upload_id))
+
+
+class Gate:
+    """``write_batch`` that holds its first batch until ``open()``, so the next items pile up."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self._open = threading.Event()
+        self.holding = threading.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def __call__(self, session: Session, items: list[NewUpload | AuditEvent]) -> list[None]:
+        self.sizes.append(len(items))
+        if len(self.sizes) == 1:
+            self.holding.set()
+            assert self._open.wait(30)
+        return write_batch(session, items)
+
+
+def test_what_arrives_during_a_commit_goes_into_the_next_batch_and_a_refused_item_fails_alone(
+    sessions: sessionmaker[Session],
+) -> None:
+    gate = Gate()
+    writes: GroupCommit[NewUpload | AuditEvent] = GroupCommit(sessions, gate)
+    writes.start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            first = pool.submit(writes.commit_sync, new_upload())
+            assert gate.holding.wait(30)
+            items = [new_upload(idempotency_key="k1"), new_upload(), new_upload(idempotency_key="k1"), new_upload()]
+            pending: list[Future[None]] = []
+            for item in items:
+                pending.append(pool.submit(writes.commit_sync, item))
+            while len(writes._pending) < len(items):  # all four queued behind the held batch
+                threading.Event().wait(0.01)
+            gate.open()
+            first.result(30)
+            outcomes = [f.exception(30) for f in pending]
+    finally:
+        writes.stop()
+    assert gate.sizes[:2] == [1, 4]  # the four went in one transaction, which the duplicate failed
+    assert outcomes[0] is None and outcomes[1] is None and outcomes[3] is None
+    assert isinstance(outcomes[2], ConstraintViolation)
+    with sessions() as session:
+        stored = set(session.scalars(select(Upload.id)))
+        assert items[2].upload.id not in stored
+        assert {items[0].upload.id, items[1].upload.id, items[3].upload.id} <= stored
+        assert verify_chain(session) == []
+    events = {row.upload_id for row in stored_rows(sessions)}
+    assert items[2].upload.id not in events and items[0].upload.id in events
+
+
+def test_a_posted_event_whose_batch_fails_reaches_its_fallback(dead_sessions: sessionmaker[Session]) -> None:
+    writes: GroupCommit[NewUpload | AuditEvent] = GroupCommit(dead_sessions, write_batch)
+    writes.start()
+    fallen: list[tuple[object, BaseException]] = []
+    done = threading.Event()
+
+    def fallback(item: object, error: BaseException) -> None:
+        fallen.append((item, error))
+        done.set()
+
+    event = make_event("acme")
+    try:
+        writes.post(event, fallback)
+        assert done.wait(30)
+        with pytest.raises(DatabaseError):
+            writes.commit_sync(new_upload(), timeout=30)
+    finally:
+        writes.stop()
+    assert fallen[0][0] is event and isinstance(fallen[0][1], DatabaseError)
+
+
+def test_a_stopped_writer_refuses_at_once(sessions: sessionmaker[Session]) -> None:
+    writes: GroupCommit[NewUpload | AuditEvent] = GroupCommit(sessions, write_batch)
+    with pytest.raises(DatabaseError):
+        writes.commit_sync(new_upload(), timeout=5)
+    fallen: list[object] = []
+    writes.post(make_event("acme"), lambda item, _error: fallen.append(item))
+    assert len(fallen) == 1
