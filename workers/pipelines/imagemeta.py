@@ -85,10 +85,14 @@ def to_srgb(frame: Image.Image) -> Image.Image:
 def pixels_only(frame: Image.Image) -> Image.Image:
     """A new image with the frame's pixels and palette and nothing else.
 
-    ``copy()`` builds a plain Image from the pixel core (no EXIF cache, no PNG text, no JPEG
-    markers); its ``info`` is then replaced, keeping only transparency, which is pixel meaning.
-    Encoders read ``info`` as defaults (JPEG comment, PNG ICC, every GIF key), so it must go.
+    The new image is a plain ``Image`` around the frame's pixel core (no EXIF cache, no PNG
+    text, no JPEG markers), built the way ``copy()`` builds one but without duplicating the
+    pixels (18 MB for a 6 MP photo): the frame is not changed afterwards, and the pipeline
+    closes the decoder's image right after. Its ``info`` is then replaced, keeping only
+    transparency, which is pixel meaning. Encoders read ``info`` as defaults (JPEG comment, PNG
+    ICC, every GIF key), so it must go.
     """
-    clean = frame.copy()
+    frame.load()
+    clean = frame._new(frame.im)  # copy() is _new(im.copy()); no public constructor shares the core
     clean.info = {key: frame.info[key] for key in ("transparency",) if key in frame.info}
     return clean

@@ -14,7 +14,7 @@ from PIL import Image, ImageFile, PngImagePlugin
 from tests import samples
 from workers.pipelines import run_pipeline_for
 from workers.pipelines.base import PipelineResult, ProcessingError
-from workers.pipelines.image import ImageLimits, process_image
+from workers.pipelines.image import ImageLimits, process_image, thumbnail_size
 
 Run = Callable[..., PipelineResult]
 
@@ -136,6 +136,98 @@ def test_thumbnails_follow_custom_sizes_and_never_upscale(run: Run) -> None:
         assert thumb.size == (300, 100)
     with Image.open(_by_name(result)["thumb-128.webp"]) as thumb:
         assert thumb.size == (128, 43)
+
+
+def test_photo_sized_jpeg_gives_a_full_size_copy_and_thumbnails_of_the_same_picture(run: Run) -> None:
+    picture = Image.new("RGB", (3000, 2000), samples.BLUE)
+    picture.paste(samples.RED, (0, 0, 1500, 2000))  # left half red, right half blue
+    buf = io.BytesIO()
+    picture.save(buf, "JPEG", quality=90)
+
+    result = run(buf.getvalue())
+
+    expected = {"sanitized.jpg": (3000, 2000), "thumb-1024.webp": (1024, 683), "thumb-256.webp": (256, 171)}
+    for name, size in expected.items():
+        with Image.open(_by_name(result)[name]) as image:
+            assert image.size == size, name
+            rgb = image.convert("RGB")
+            width, height = size
+            assert _close_to(rgb.getpixel((width // 4, height // 2)), samples.RED), name  # type: ignore[arg-type]
+            assert _close_to(rgb.getpixel((3 * width // 4, height // 2)), samples.BLUE), name  # type: ignore[arg-type]
+
+
+def test_thumbnails_of_a_sideways_photo_are_upright(run: Run) -> None:
+    result = run(samples.jpeg_with_exif_gps_orientation6(w=1200, h=600))
+
+    for name, size in {"thumb-1024.webp": (512, 1024), "thumb-256.webp": (128, 256)}.items():
+        with Image.open(_by_name(result)[name]) as thumb:
+            assert thumb.size == size
+            rgb = thumb.convert("RGB")
+            assert _close_to(rgb.getpixel((size[0] // 2, size[1] // 4)), samples.RED), name  # type: ignore[arg-type]
+            assert _close_to(rgb.getpixel((size[0] // 2, 3 * size[1] // 4)), samples.BLUE), name  # type: ignore[arg-type]
+
+
+def _grey_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (600, 400), 90).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _grey_png_with_transparent_value() -> bytes:
+    image = Image.new("L", (600, 400), 90)
+    image.paste(0, (0, 0, 300, 400))  # left half: the transparent grey value
+    buf = io.BytesIO()
+    image.save(buf, "PNG", transparency=0)
+    return buf.getvalue()
+
+
+def _grey_alpha_png() -> bytes:
+    image = Image.new("LA", (600, 400), (90, 255))
+    image.paste((90, 0), (0, 0, 300, 400))
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _palette_gif_with_transparency() -> bytes:
+    image = Image.new("P", (600, 400), 1)
+    image.putpalette([0, 0, 0, 200, 30, 30] + [0] * 762)
+    image.paste(0, (0, 0, 300, 400))
+    buf = io.BytesIO()
+    image.save(buf, "GIF", transparency=0)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("make", "mode", "right_half"),
+    [
+        (_grey_jpeg, "RGB", (90, 90, 90)),
+        (_grey_png_with_transparent_value, "RGBA", (90, 90, 90, 255)),
+        (_grey_alpha_png, "RGBA", (90, 90, 90, 255)),
+        (_palette_gif_with_transparency, "RGBA", (200, 30, 30, 255)),
+    ],
+    ids=["grey-jpeg", "grey-png-trns", "grey-alpha-png", "palette-gif-trns"],
+)
+def test_thumbnails_keep_grey_colours_and_transparency(
+    run: Run, make: Callable[[], bytes], mode: str, right_half: tuple[int, ...]
+) -> None:
+    result = run(make())
+
+    for name, size in {"thumb-256.webp": (256, 171), "thumb-1024.webp": (600, 400)}.items():
+        with Image.open(_by_name(result)[name]) as thumb:
+            assert (thumb.mode, thumb.size) == (mode, size), name
+            width, height = size
+            assert _close_to(thumb.getpixel((3 * width // 4, height // 2)), right_half, 6), name  # type: ignore[arg-type]
+            if mode == "RGBA":
+                assert thumb.getpixel((width // 4, height // 2))[3] == 0, name  # type: ignore[index]
+
+
+def test_thumbnail_sizes_round_like_pillows_thumbnail() -> None:
+    for width, height, box in [(3000, 2000, 1024), (2000, 3000, 256), (200, 101, 100), (101, 200, 100),
+                               (4032, 3024, 1024), (10000, 3, 256), (3, 10000, 256), (999, 999, 10)]:
+        expected = Image.new("L", (width, height))
+        expected.thumbnail((box, box), Image.Resampling.NEAREST)
+        assert thumbnail_size(width, height, box) == expected.size, (width, height, box)
 
 
 def test_png_text_chunks_are_removed(run: Run) -> None:
@@ -341,7 +433,7 @@ def test_unexpected_error_names_its_step_and_removes_what_was_written(
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(Image.Image, "thumbnail", disk_full)  # after sanitized.jpg is written
+    monkeypatch.setitem(Image.SAVE, "WEBP", disk_full)  # the WebP writer: after sanitized.jpg
 
     with pytest.raises(OSError) as caught:
         run(samples.jpeg_bytes())
