@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import logging
+import mmap
 import os
 import threading
 import time
@@ -28,6 +29,7 @@ from typing import Any
 import boto3
 import boto3.exceptions
 import botocore.exceptions
+import botocore.session
 import s3transfer.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
@@ -36,6 +38,7 @@ from upload_service.errors import ObjectNotFound, StorageError
 from upload_service.settings import StorageSettings
 from upload_service.storage import keys
 from upload_service.storage.base import StoredObject, content_disposition
+from upload_service.storage.s3_direct import CHUNK_BYTES, DirectS3, TruncatedBody
 
 #: Error codes that mean "slow down / try again", whatever their HTTP status.
 _TRANSIENT_CODES = frozenset(
@@ -71,8 +74,20 @@ _TRANSIENT_TRANSFER_ERRORS: tuple[type[Exception], ...] = (
 #: S3 deletes at most this many keys per DeleteObjects request.
 _DELETE_BATCH = 1000
 #: Threads that send the parts of streamed originals (shared by all uploads of a process; each
-#: upload has at most ``multipart_parts_in_flight`` parts among them).
-_PART_THREADS = 8
+#: upload has at most ``multipart_parts_in_flight`` parts among them). A streamed part holds its
+#: thread while its bytes arrive, so this bounds the large uploads that stream at once; the
+#: pool only starts threads as they are needed.
+_PART_THREADS = 64
+#: How far the reader may run ahead of what went out to S3 (the bytes left to send after the
+#: body's last byte, besides the last part).
+_LEAD_BYTES = 4 * CHUNK_BYTES
+#: S3's smallest part (all but the last part of an upload).
+_MIN_PART_BYTES = 5 * 1024 * 1024
+#: With a size hint the planned parts end this far before it: what follows (a form's closing
+#: boundary and later fields, or the file's last bytes) is sent as a small last part.
+_HINT_SLACK = 256 * 1024
+#: A streamed part whose writer got no byte, commit or abort for this long gives up.
+_STALL_SECONDS = 300.0
 #: Pauses between retries of an abort that failed because S3 was unreachable (~10 minutes).
 _ABORT_RETRY_SECONDS = (1, 2, 4, 8, 15, 30, 60, 120, 180, 180)
 
@@ -143,7 +158,8 @@ class S3ObjectStore:
     def __init__(self, settings: StorageSettings) -> None:
         self._settings = settings
         # A private session: boto3's module-level default session is a global we don't share.
-        session = boto3.session.Session()
+        core = botocore.session.Session()
+        session = boto3.session.Session(botocore_session=core)
         self._client: Any = session.client(
             "s3",
             endpoint_url=settings.endpoint_url,
@@ -164,6 +180,8 @@ class S3ObjectStore:
             multipart_threshold=settings.multipart_threshold_bytes,
             multipart_chunksize=settings.multipart_threshold_bytes,
         )
+        #: The accept path's PutObject/UploadPart, without boto3's per-call machinery.
+        self._direct = DirectS3(settings, self._client, core)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         # Presigned URLs are signed for the host clients reach (SigV4 signs Host): a second
@@ -221,7 +239,9 @@ class S3ObjectStore:
             )
         return StoredObject(key=key, size=len(data), content_type=content_type, sha256=sha256)
 
-    def open_writer(self, bucket: str, key: str, *, content_type: str) -> S3StreamingWriter:
+    def open_writer(
+        self, bucket: str, key: str, *, content_type: str, size_hint: int | None = None
+    ) -> S3StreamingWriter:
         keys.check_key(key)
         keys.check_content_type(content_type)
         with self._executor_lock:
@@ -229,12 +249,14 @@ class S3ObjectStore:
                 self._executor = concurrent.futures.ThreadPoolExecutor(_PART_THREADS, thread_name_prefix="s3-part")
         return S3StreamingWriter(
             self._client,
+            self._direct,
             self._executor,
             bucket,
             key,
             content_type=content_type,
             part_bytes=self._settings.multipart_part_bytes,
             in_flight=self._settings.multipart_parts_in_flight,
+            size_hint=size_hint,
         )
 
     def abort_stale_writes(self, bucket: str, *, older_than_seconds: float) -> int:
@@ -415,20 +437,85 @@ class S3ObjectStore:
             self._client.head_bucket(Bucket=self._settings.originals_bucket)
 
 
+class _StreamedPart:
+    """One part of a streamed original: its bytes fill ``buffer`` as they arrive while a thread
+    sends them (``chunks``), ``CHUNK_BYTES`` at a time. The bytes stay until S3 acknowledged
+    the part, so a failed attempt is retried from them, and a part the body ended in (the last,
+    shorter than its declared size) is sent again from them, with its real size."""
+
+    def __init__(self, number: int, size: int, changed: threading.Condition, writer: S3StreamingWriter) -> None:
+        self.number = number
+        self.size = size
+        # An anonymous mapping, not a bytearray: it goes back to the OS the moment the part is
+        # dropped (malloc would keep a freed 8 MiB block in its heap and let the process grow).
+        self.buffer = mmap.mmap(-1, size)
+        self.filled = 0
+        #: Bytes handed to the connection by the furthest attempt (what the reader's lead counts).
+        self.sent = 0
+        self.ended = False  # no more bytes will come (the body ended, or the writer aborted)
+        self.aborted = False
+        self.sha256 = b""
+        self._changed = changed
+        self._writer = writer
+
+    @property
+    def full(self) -> bool:
+        return self.filled == self.size
+
+    def fill(self, data: memoryview) -> int:
+        """Copy as much of ``data`` as fits (the caller holds ``changed``); returns how much."""
+        n = min(len(data), self.size - self.filled)
+        self.buffer[self.filled : self.filled + n] = data[:n]
+        self.filled += n
+        return n
+
+    def chunks(self) -> Iterator[memoryview]:
+        """The part's bytes as they arrive (raises TruncatedBody if the body ends first)."""
+        digest = hashlib.sha256()
+        view = memoryview(self.buffer)
+        for start in range(0, self.size, CHUNK_BYTES):
+            end = min(start + CHUNK_BYTES, self.size)
+            with self._changed:
+                stalled = time.monotonic() + _STALL_SECONDS
+                while self.filled < end and not self.ended:
+                    if not self._changed.wait(timeout=max(0.0, stalled - time.monotonic())):
+                        self.aborted = True  # the writer was left without commit or abort
+                        break
+                if self.filled < end:
+                    raise TruncatedBody(self.number)
+            chunk = view[start:end]
+            digest.update(chunk)
+            yield chunk
+            with self._changed:
+                if end > self.sent:
+                    self._writer._handed += end - self.sent
+                    self.sent = end
+                    self._changed.notify_all()
+        self.sha256 = digest.digest()
+
+
 class S3StreamingWriter:
     """An object sent to S3 while its bytes arrive (``ObjectWriter``).
 
     Up to one part is held in memory; a body that never grows past it goes out as one
-    ``PutObject`` at ``commit`` (carrying the whole file's sha256 as ``x-amz-checksum-sha256``,
-    which the server verifies). The first byte past one part starts a multipart upload and each
-    full part is sent from a thread while the next one fills, at most ``in_flight`` at a time
-    (``congested()`` tells the reader to ``wait()``); every part carries its own SHA-256
-    checksum, which the server verifies (SeaweedFS answers ``BadDigest`` to a wrong one, and
-    checks the parts' checksums again at ``CompleteMultipartUpload``). Such an object has no
-    ``x-amz-meta-sha256``: its metadata is fixed when the upload starts, before the whole file's
-    hash is known (the upload's DB row holds it). ``commit`` sends the last part and
-    ``CompleteMultipartUpload``; ``abort`` (or a failed commit) aborts the multipart upload, so
-    nothing is left in the bucket.
+    ``PutObject`` at ``commit`` (signed with the whole file's sha256 and carrying it as
+    ``x-amz-checksum-sha256``, which the server verifies; sent by ``DirectS3``). The first byte
+    past one part starts a multipart upload: the first part goes out from memory, and every
+    later part is *streamed*: an ``UploadPart`` of ``part_bytes`` starts with its first byte
+    and sends its bytes while they arrive, so the reader runs at most ``_LEAD_BYTES`` ahead of
+    what went to S3 (``congested()`` until ``wait()`` has let it catch up), and at most
+    ``in_flight`` parts are unacknowledged at once. A streamed part's SHA-256 goes in the
+    trailer of its ``aws-chunked`` body, and the server verifies it (SeaweedFS answers
+    ``InvalidDigest`` to a wrong one, and checks the parts' checksums again at
+    ``CompleteMultipartUpload``). The part the body ends in is shorter than it declared: that
+    request is dropped and the part sent again from memory with its real size and a
+    header checksum. Such an object has no ``x-amz-meta-sha256``: its metadata is fixed when
+    the upload starts, before the whole file's hash is known (the upload's DB row holds it).
+    ``commit`` finishes the last part and sends ``CompleteMultipartUpload``; ``abort`` (or a
+    failed commit) aborts the multipart upload, so nothing is left in the bucket.
+
+    Memory: at most ``in_flight`` + 1 parts (the first, then the streamed ones not yet
+    acknowledged), whatever the file size.
 
     Not thread-safe: one reader calls ``write``/``wait``/``commit``/``abort`` in turn.
     """
@@ -436,6 +523,7 @@ class S3StreamingWriter:
     def __init__(
         self,
         client: Any,
+        direct: DirectS3,
         executor: concurrent.futures.Executor,
         bucket: str,
         key: str,
@@ -443,8 +531,10 @@ class S3StreamingWriter:
         content_type: str,
         part_bytes: int,
         in_flight: int,
+        size_hint: int | None = None,
     ) -> None:
         self._client = client
+        self._direct = direct
         self._executor = executor
         self.bucket, self.key, self.content_type = bucket, key, content_type
         self._part_bytes = part_bytes
@@ -455,6 +545,15 @@ class S3StreamingWriter:
         self._pending: list[concurrent.futures.Future[dict[str, Any]]] = []
         self._done: list[dict[str, Any]] = []
         self._next_part = 1
+        self._current: _StreamedPart | None = None
+        #: Bytes past a full part while ``in_flight`` parts are unacknowledged (a chunk at most).
+        self._overflow = bytearray()
+        self._size_hint = size_hint
+        self._planned = part_bytes  # the object's bytes the parts started so far cover
+        #: Notified by the senders whenever bytes went out or a part finished.
+        self._changed = threading.Condition()
+        self._streamed = 0  # bytes given to streamed parts
+        self._handed = 0  # of those, bytes handed to S3 connections (updated by the senders)
         self.size = 0
         self._finished = False
 
@@ -466,21 +565,49 @@ class S3StreamingWriter:
         if self._finished:
             raise RuntimeError("the writer is closed")
         self._reap(block=False)
-        self._buffer += data
         self.size += len(data)
-        # A part leaves only once more bytes follow it: a body of exactly one part stays one PUT.
-        while len(self._buffer) > self._part_bytes:
-            part, self._buffer = self._buffer, bytearray(memoryview(self._buffer)[self._part_bytes :])
-            del part[self._part_bytes :]
-            self._send(part)
+        if self._created is None:
+            self._buffer += data
+            # A part leaves only once more bytes follow it: a body of exactly one part stays one PUT.
+            if len(self._buffer) <= self._part_bytes:
+                return
+            first, rest = self._buffer, bytes(memoryview(self._buffer)[self._part_bytes :])
+            del first[self._part_bytes :]
+            self._buffer = bytearray()
+            self._created = self._executor.submit(self._create)
+            self._next_part = 2
+            self._submit(self._upload_first, first)
+            data = rest
+        if self._overflow:
+            self._overflow += data
+            self._flush_overflow()
+        else:
+            self._stream(memoryview(data))
 
     def congested(self) -> bool:
-        return len(self._pending) >= self._in_flight
+        if self._created is None:
+            return False
+        if self._overflow:
+            return True
+        with self._changed:
+            return self._streamed - self._handed >= _LEAD_BYTES
 
     def wait(self) -> None:
-        """Block until fewer than ``in_flight`` parts are being sent (raises a part's error)."""
-        while self.congested():
-            self._reap(block=True)
+        """Block until the reader is within ``_LEAD_BYTES`` of what went out, and the bytes
+        held back for want of a part slot are in a part (raises a part's error)."""
+        while True:
+            self._reap(block=False)
+            self._flush_overflow()
+            with self._changed:
+                if self._streamed - self._handed <= _LEAD_BYTES // 2 and not self._overflow:
+                    return
+                self._changed.wait(timeout=1.0)
+
+    def _flush_overflow(self) -> None:
+        """Stream the held-back bytes once a part slot is free."""
+        if self._overflow and len(self._pending) < self._in_flight:
+            held, self._overflow = self._overflow, bytearray()
+            self._stream(memoryview(held))
 
     def commit(self, sha256: str) -> StoredObject:
         keys.check_sha256(sha256)
@@ -489,18 +616,14 @@ class S3StreamingWriter:
         try:
             if self._created is None:
                 with _translated("put_object", self.bucket, self.key):
-                    self._client.put_object(
-                        Bucket=self.bucket,
-                        Key=self.key,
-                        Body=self._buffer,
-                        ContentType=self.content_type,
-                        Metadata={"sha256": sha256},
-                        ChecksumSHA256=_b64_sha256(sha256),
+                    self._direct.put_object(
+                        self.bucket, self.key, self._buffer, content_type=self.content_type, sha256=sha256
                     )
             else:
-                if self._buffer:
-                    last, self._buffer = self._buffer, bytearray()
-                    self._send(last)
+                while self._overflow:
+                    self._reap(block=True)
+                    self._flush_overflow()
+                self._end_current(abort=False)
                 while self._pending:
                     self._reap(block=True)
                 parts = sorted(self._done, key=lambda p: int(p["PartNumber"]))
@@ -524,11 +647,13 @@ class S3StreamingWriter:
         return StoredObject(key=self.key, size=self.size, content_type=self.content_type, sha256=sha256)
 
     def abort(self) -> None:
-        """Forget everything: wait for parts being sent, then abort the multipart upload."""
+        """Forget everything: stop the parts being sent, then abort the multipart upload."""
         if self._finished:
             return
         self._finished = True
         self._buffer = bytearray()
+        self._overflow = bytearray()
+        self._end_current(abort=True)
         for future in self._pending:
             future.cancel()
         concurrent.futures.wait(self._pending)
@@ -571,14 +696,70 @@ class S3StreamingWriter:
             "(AbortIncompleteMultipartUpload) must clean it up", upload_id, self.bucket, self.key
         )
 
-    def _send(self, part: bytearray) -> None:
-        """Queue one part; the first also queues CreateMultipartUpload (before it: the pool runs
-        jobs in order, so a part never waits on a creation stuck behind it)."""
-        if self._created is None:
-            self._created = self._executor.submit(self._create)
-        number = self._next_part
-        self._next_part += 1
-        self._pending.append(self._executor.submit(self._upload_part, self._created, number, part))
+    def _stream(self, data: memoryview) -> None:
+        """Give ``data`` to the streamed parts, starting a part where one is full; with
+        ``in_flight`` parts unacknowledged the rest is held back (``congested()``) until
+        ``wait()`` finds a slot."""
+        while data:
+            with self._changed:
+                if self._current is None or self._current.full:
+                    if len(self._pending) >= self._in_flight:
+                        self._overflow += data
+                        return
+                    number = self._next_part
+                    self._next_part += 1
+                    size = self._plan_part(self._planned)
+                    self._planned += size
+                    self._current = _StreamedPart(number, size, self._changed, self)
+                    self._submit(self._upload_streamed, self._current)
+                n = self._current.fill(data)
+                self._streamed += n
+                self._changed.notify_all()
+            data = data[n:]
+
+    def _plan_part(self, start: int) -> int:
+        """The declared size of the streamed part that starts at byte ``start``.
+
+        Without ``size_hint``: ``part_bytes`` (the part the body ends in is sent again with its
+        real size at ``commit``). With it (the body's size, or an upper bound: a multipart
+        form's request length), the parts are cut so that the body's end falls on a part
+        boundary: the last planned part ends ``_HINT_SLACK`` before the bound, and what comes
+        after it (the form's closing boundary, its later fields, or up to ``_HINT_SLACK`` bytes
+        of the file) is a small last part. Every part but the last stays >= 5 MiB.
+        """
+        left = None if self._size_hint is None else self._size_hint - start - _HINT_SLACK
+        if left is None or left + _HINT_SLACK <= 0:
+            return self._part_bytes  # no hint, or the body went past it: plain parts
+        if left >= self._part_bytes + _MIN_PART_BYTES:
+            return self._part_bytes
+        if left > self._part_bytes:
+            # Two parts left: keep the next one >= 5 MiB (or take all, up to 2 x 5 MiB).
+            return left - _MIN_PART_BYTES if left >= 2 * _MIN_PART_BYTES else left
+        if left >= _MIN_PART_BYTES:
+            return left
+        # Less than 5 MiB left: a part that may not be the last would be too small, so this one
+        # runs to the bound (if the body ends before it, it is sent again, as without a hint).
+        return max(1, left + _HINT_SLACK)
+
+    def _end_current(self, *, abort: bool) -> None:
+        """No more bytes: the part being filled ends here (shorter than declared)."""
+        with self._changed:
+            if self._current is not None:
+                self._current.ended = True
+                self._current.aborted = abort
+                self._changed.notify_all()
+            self._current = None
+
+    def _submit(self, job: Any, arg: Any) -> None:
+        if self._created is None:  # (never: the first part creates the upload)
+            raise RuntimeError("no multipart upload")
+        future = self._executor.submit(job, self._created, arg)
+        future.add_done_callback(self._notify)
+        self._pending.append(future)
+
+    def _notify(self, _future: object) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
     def _create(self) -> str:
         with _translated("create_multipart_upload", self.bucket, self.key):
@@ -587,21 +768,30 @@ class S3StreamingWriter:
             )
         return str(response["UploadId"])
 
-    def _upload_part(
-        self, created: concurrent.futures.Future[str], number: int, part: bytearray
-    ) -> dict[str, Any]:
-        upload_id = created.result()  # raises the creation's StorageError
-        checksum = base64.b64encode(hashlib.sha256(part).digest()).decode("ascii")
+    def _upload_first(self, created: concurrent.futures.Future[str], part: bytearray) -> dict[str, Any]:
+        return self._upload_from_memory(created.result(), 1, memoryview(part))
+
+    def _upload_from_memory(self, upload_id: str, number: int, body: memoryview) -> dict[str, Any]:
+        digest = hashlib.sha256(body).digest()
         with _translated("upload_part", self.bucket, self.key):
-            response = self._client.upload_part(
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=part,
-                ChecksumSHA256=checksum,
-            )
-        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+            etag = self._direct.upload_part(self.bucket, self.key, upload_id, number, body, sha256=digest)
+        return {"PartNumber": number, "ETag": etag, "ChecksumSHA256": base64.b64encode(digest).decode("ascii")}
+
+    def _upload_streamed(self, created: concurrent.futures.Future[str], part: _StreamedPart) -> dict[str, Any]:
+        upload_id = created.result()  # raises the creation's StorageError
+        try:
+            if part.aborted:
+                raise TruncatedBody(part.number)
+            with _translated("upload_part", self.bucket, self.key):
+                etag = self._direct.upload_part_streamed(
+                    self.bucket, self.key, upload_id, part.number, part.size, part.chunks, lambda: part.sha256
+                )
+        except TruncatedBody:
+            if part.aborted:
+                raise StorageError(f"s3 upload_part {self.bucket}/{self.key}: aborted", transient=False) from None
+            # The body ended inside this part: it is the last one, sent again with its real size.
+            return self._upload_from_memory(upload_id, part.number, memoryview(part.buffer)[: part.filled])
+        return {"PartNumber": part.number, "ETag": etag, "ChecksumSHA256": base64.b64encode(part.sha256).decode("ascii")}
 
     def _reap(self, *, block: bool) -> None:
         """Collect finished parts (waiting for the oldest when ``block``); a failed part raises."""

@@ -1,0 +1,191 @@
+"""The S3 writer of the accept path against a real SeaweedFS: a body up to one part is one PUT
+(signed and sent without boto3's per-call machinery) whose bytes the server checks against the
+ingest's sha256; a larger one is a multipart upload whose parts stream while the bytes arrive,
+each checked by the server against its own SHA-256. Whatever the path, the stored bytes are the
+file's, a wrong checksum or a server failure is a ``StorageError``, and an abort leaves no
+multipart upload behind."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import botocore.session
+import pytest
+from botocore.config import Config
+
+from upload_service.errors import StorageError
+from upload_service.settings import MiB, StorageSettings
+from upload_service.storage import keys
+from upload_service.storage.s3 import S3ObjectStore
+from upload_service.storage.s3_direct import CHUNK_BYTES, DirectS3
+
+PART = 5 * MiB
+TENANT = "acme"
+
+
+@pytest.fixture
+def store(s3_settings: StorageSettings) -> S3ObjectStore:
+    return S3ObjectStore(s3_settings.model_copy(update={"multipart_part_bytes": PART}))
+
+
+@pytest.fixture
+def s3(s3_settings: StorageSettings) -> Any:
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=s3_settings.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=s3_settings.access_key_id.get_secret_value() if s3_settings.access_key_id else None,
+        aws_secret_access_key=(
+            s3_settings.secret_access_key.get_secret_value() if s3_settings.secret_access_key else None
+        ),
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+
+
+def pieces(data: bytes, size: int = 50_000) -> Iterator[memoryview]:
+    """Chunks that never line up with a part boundary, as a network body's."""
+    view = memoryview(data)
+    for start in range(0, len(data), size):
+        yield view[start : start + size]
+
+
+def write_all(writer: Any, data: bytes) -> None:
+    for piece in pieces(data):
+        writer.write(piece)
+        if writer.congested():
+            writer.wait()
+
+
+def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
+def test_a_body_up_to_one_part_is_one_put_the_server_checked(store: S3ObjectStore, s3: Any, s3_settings: StorageSettings) -> None:
+    bucket = s3_settings.originals_bucket
+    for size in (9, 20 * 1024, 100_000, PART):
+        data = os.urandom(size)
+        sha256 = hashlib.sha256(data).hexdigest()
+        key = keys.original_key(TENANT, f"small{size}")
+        writer = store.open_writer(bucket, key, content_type="application/pdf")
+        write_all(writer, data)
+        stored = writer.commit(sha256)
+        assert (stored.size, stored.sha256) == (size, sha256)
+        assert store.get_bytes(bucket, key) == data
+        assert store.head(bucket, key).sha256 == sha256  # x-amz-meta-sha256
+        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        assert head["ContentType"] == "application/pdf"
+        assert head["ChecksumSHA256"] == base64.b64encode(bytes.fromhex(sha256)).decode()
+        assert "-" not in head["ETag"]  # one PUT, not a multipart upload
+    assert open_uploads(s3, bucket) == []
+
+
+def test_a_wrong_sha256_is_refused_by_the_server_and_nothing_is_stored(
+    store: S3ObjectStore, s3_settings: StorageSettings
+) -> None:
+    bucket = s3_settings.originals_bucket
+    key = keys.original_key(TENANT, "wrong")
+    writer = store.open_writer(bucket, key, content_type="application/pdf")
+    writer.write(b"%PDF-1.4 actual bytes")
+    with pytest.raises(StorageError) as info:
+        writer.commit(hashlib.sha256(b"%PDF-1.4 claimed bytes").hexdigest())
+    assert info.value.transient is False
+    assert "BadDigest" in str(info.value) or "Mismatch" in str(info.value)
+    assert not store.exists(bucket, key)
+    writer.abort()  # (a no-op after a failed commit)
+
+
+def test_a_missing_bucket_and_a_dead_endpoint_are_storage_errors(s3_settings: StorageSettings) -> None:
+    """As boto3's errors are: a missing bucket is permanent; an endpoint nobody answers at is
+    transient (the API answers 503 and the client may retry)."""
+    missing = S3ObjectStore(s3_settings.model_copy(update={"originals_bucket": "no-such-bucket-here"}))
+    writer = missing.open_writer("no-such-bucket-here", keys.original_key(TENANT, "x"), content_type="image/png")
+    writer.write(b"x")
+    with pytest.raises(StorageError) as info:
+        writer.commit(hashlib.sha256(b"x").hexdigest())
+    assert info.value.transient is False
+
+    dead = S3ObjectStore(
+        s3_settings.model_copy(
+            update={"endpoint_url": "http://127.0.0.1:9", "connect_timeout_seconds": 0.5, "max_attempts": 2}
+        )
+    )
+    writer = dead.open_writer(s3_settings.originals_bucket, keys.original_key(TENANT, "y"), content_type="image/png")
+    writer.write(b"y")
+    with pytest.raises(StorageError) as info:
+        writer.commit(hashlib.sha256(b"y").hexdigest())
+    assert info.value.transient is True
+    assert "endpoint unavailable" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("size", "hint", "parts"),
+    [
+        (PART + 1, None, 2),
+        (3 * PART + 12_345, None, 4),
+        # The body's size known up front: the parts end on the body's end (no part sent twice).
+        (3 * PART + 12_345, 3 * PART + 12_345, 3),
+        # An upper bound (a form's request length): the last bytes go as a small last part.
+        (3 * PART + 12_345, 3 * PART + 12_345 + 700, 3),
+        (2 * PART + 3 * MiB, 2 * PART + 3 * MiB, 3),
+    ],
+)
+def test_a_streamed_original_is_the_files_bytes(
+    store: S3ObjectStore, s3: Any, s3_settings: StorageSettings, size: int, hint: int | None, parts: int
+) -> None:
+    bucket = s3_settings.originals_bucket
+    data = os.urandom(size)
+    sha256 = hashlib.sha256(data).hexdigest()
+    key = keys.original_key(TENANT, "big")
+    writer = store.open_writer(bucket, key, content_type="application/pdf", size_hint=hint)
+    write_all(writer, data)
+    stored = writer.commit(sha256)
+    assert (stored.size, stored.sha256) == (size, sha256)
+    got = store.get_bytes(bucket, key)
+    assert len(got) == size and hashlib.sha256(got).hexdigest() == sha256
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head["ETag"].strip('"').endswith(f"-{parts}"), head["ETag"]
+    assert open_uploads(s3, bucket) == []
+
+
+def test_an_abort_while_parts_stream_leaves_no_multipart_upload(
+    store: S3ObjectStore, s3: Any, s3_settings: StorageSettings
+) -> None:
+    bucket = s3_settings.originals_bucket
+    key = keys.original_key(TENANT, "gone")
+    writer = store.open_writer(bucket, key, content_type="application/pdf")
+    write_all(writer, os.urandom(2 * PART + MiB))  # part 1 sent, part 2 done, part 3 streaming
+    assert [u["Key"] for u in open_uploads(s3, bucket)] == [key]
+    writer.abort()
+    assert open_uploads(s3, bucket) == []
+    assert not store.exists(bucket, key)
+
+
+def test_a_streamed_part_with_a_wrong_trailer_checksum_is_refused(
+    store: S3ObjectStore, s3: Any, s3_settings: StorageSettings
+) -> None:
+    """The checksum of a streamed part travels in its trailer, and the server checks it."""
+    bucket = s3_settings.originals_bucket
+    key = keys.original_key(TENANT, "trailer")
+    direct = DirectS3(s3_settings, s3, botocore.session.Session())
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")["UploadId"]
+    data = os.urandom(PART)
+    view = memoryview(data)
+
+    def chunks() -> Iterator[memoryview]:
+        return (view[i : i + CHUNK_BYTES] for i in range(0, PART, CHUNK_BYTES))
+
+    try:
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            direct.upload_part_streamed(bucket, key, upload_id, 1, PART, chunks, lambda: hashlib.sha256(b"other").digest())
+        assert info.value.response["Error"]["Code"] in {"InvalidDigest", "BadDigest"}
+        etag = direct.upload_part_streamed(bucket, key, upload_id, 1, PART, chunks, lambda: hashlib.sha256(data).digest())
+        listed = s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id)["Parts"]
+        assert [(p["PartNumber"], p["Size"], p["ETag"]) for p in listed] == [(1, PART, etag)]
+    finally:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)

@@ -1,0 +1,304 @@
+"""The accept path's hot S3 requests, sent without boto3's per-call machinery.
+
+boto3's ``put_object`` spends ~2 ms of client CPU per call on a 20 KiB–100 KB body (parameter
+validation, serialization, a dozen event hooks, checksum handlers, the retry handler), more
+than half of the API's whole budget for a small upload. The requests here are built once
+and signed with botocore's own SigV4 signer (``S3SigV4Auth``), then sent over a urllib3
+connection pool (the HTTP library botocore itself uses): ~0.8–0.9 ms per PUT on the same server
+(docs/architecture.md, "Object storage"). Only the requests of the accept path go this way —
+``PutObject`` of an original up to one part and ``UploadPart`` of a streamed original —
+everything else stays with boto3 (``s3.py``).
+
+What boto3 would do and this module does too:
+- the URL is the one boto3's endpoint rules give for the bucket (path or virtual-host style,
+  as ``addressing_style`` says; AWS regional endpoints when no ``endpoint_url`` is set): it
+  is taken once per bucket from the boto3 client;
+- credentials are the boto3 session's (explicit keys, or the default chain with refreshing
+  role credentials), frozen once per request;
+- TLS certificates are verified against the bundle botocore uses (``AWS_CA_BUNDLE`` or
+  certifi's);
+- connect and read timeouts from ``StorageSettings``; retries like botocore's ``standard``
+  mode (up to ``max_attempts`` in all, full-jitter exponential backoff capped at 20 s) for
+  connection errors, 500/502/503/504 and throttling codes — the requests are idempotent;
+- failures are raised as botocore's own exceptions (``ClientError`` with the S3 error code
+  and HTTP status, ``EndpointConnectionError``, ``ReadTimeoutError``, ...), so ``s3.py``
+  translates them into ``StorageError`` exactly as it does boto3's.
+
+Integrity: a PUT's payload is signed with the sha256 the ingest computed (no second hash of
+the body) and carries it as ``x-amz-checksum-sha256``: the server recomputes it and refuses a
+mismatch (``BadDigest`` / ``XAmzContentSHA256Mismatch``). A streamed part's checksum is only
+known once its last byte has gone out, so it travels in the trailer of an ``aws-chunked`` body
+(``STREAMING-UNSIGNED-PAYLOAD-TRAILER``), which the server verifies the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import botocore.credentials
+import botocore.exceptions
+import urllib3
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+
+from upload_service.settings import StorageSettings
+
+#: botocore's standard retry mode: these codes and statuses are worth another attempt.
+_RETRY_CODES = frozenset(
+    {
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "InternalError",
+    }
+)
+_RETRY_STATUSES = frozenset({500, 502, 503, 504})
+#: botocore's standard mode caps one backoff pause at 20 s.
+_MAX_BACKOFF_SECONDS = 20.0
+_ERROR_CODE = re.compile(rb"<Code>([^<]{1,128})</Code>")
+_ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,512})</Message>")
+#: Payload hash of a body framed as ``aws-chunked`` with an unsigned checksum trailer.
+STREAMING_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+#: A streamed part goes out in ``aws-chunked`` chunks of this size (the last one may be shorter).
+CHUNK_BYTES = 256 * 1024
+
+
+class _PrecomputedPayloadAuth(S3SigV4Auth):
+    """botocore's S3 SigV4 signer, told the payload hash instead of hashing the body again."""
+
+    def payload(self, request: AWSRequest) -> str:
+        known = request.context.get("payload_sha256")
+        return str(known) if known else str(super().payload(request))
+
+
+class TruncatedBody(Exception):
+    """A streamed body ended before its declared length (the upload's last part was shorter)."""
+
+
+def chunked_length(size: int, chunk: int = CHUNK_BYTES) -> int:
+    """The length of ``size`` bytes framed as ``aws-chunked`` with a sha256 trailer."""
+    full, rest = divmod(size, chunk)
+    length = full * (len(f"{chunk:x}") + 4 + chunk)
+    if rest:
+        length += len(f"{rest:x}") + 4 + rest
+    trailer = len(b"x-amz-checksum-sha256:") + 44 + 2  # base64 of 32 bytes, then CRLF
+    return length + len(b"0\r\n") + trailer + 2
+
+
+class DirectS3:
+    """Signed ``PutObject``/``UploadPart`` requests over one connection pool (thread-safe)."""
+
+    def __init__(self, settings: StorageSettings, client: Any, session: Any) -> None:
+        self._client = client
+        self._session = session  # botocore session: credentials and the CA bundle
+        self._region = client.meta.region_name
+        self._max_attempts = settings.max_attempts
+        self._explicit: botocore.credentials.Credentials | None = None
+        if settings.access_key_id is not None and settings.secret_access_key is not None:
+            self._explicit = botocore.credentials.Credentials(
+                settings.access_key_id.get_secret_value(), settings.secret_access_key.get_secret_value()
+            )
+        ca_bundle = session.get_config_variable("ca_bundle")
+        self._pool = urllib3.PoolManager(
+            num_pools=8,
+            maxsize=32,
+            retries=False,
+            timeout=urllib3.Timeout(connect=settings.connect_timeout_seconds, read=settings.read_timeout_seconds),
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=ca_bundle or _default_ca_bundle(),
+        )
+        self._bases: dict[str, str] = {}
+        self._bases_lock = threading.Lock()
+
+    def url(self, bucket: str, key: str) -> str:
+        """The object's URL, as boto3 addresses it (keys are ``[a-z0-9._/-]``, checked by the
+        store; quoted all the same)."""
+        base = self._bases.get(bucket)
+        if base is None:
+            # The URL boto3 would send a PutObject of this bucket to (its endpoint rules:
+            # addressing style, region, custom endpoint); the key is its path's last part.
+            probe = "k"
+            signed = self._client.generate_presigned_url(
+                "put_object", Params={"Bucket": bucket, "Key": probe}, ExpiresIn=60
+            )
+            base = signed.split("?", 1)[0][: -len(probe)]
+            with self._bases_lock:
+                self._bases[bucket] = base
+        return base + quote(key, safe="/~")
+
+    def put_object(
+        self, bucket: str, key: str, body: bytes | bytearray | memoryview, *, content_type: str, sha256: str
+    ) -> None:
+        """One ``PutObject`` whose bytes the server checks against ``sha256`` (hex)."""
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
+        headers = {
+            "Content-Type": content_type,
+            "Content-Length": str(len(body)),
+            "x-amz-meta-sha256": sha256,
+            "x-amz-checksum-sha256": checksum,
+        }
+        self._send("PutObject", "PUT", self.url(bucket, key), headers, lambda: body, payload_sha256=sha256)
+
+    def upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, body: bytes | bytearray | memoryview, *, sha256: bytes
+    ) -> str:
+        """One ``UploadPart`` of bytes in memory, checked against ``sha256`` (raw digest);
+        returns the part's ETag."""
+        headers = {
+            "Content-Length": str(len(body)),
+            "x-amz-checksum-sha256": base64.b64encode(sha256).decode("ascii"),
+        }
+        url = self._part_url(bucket, key, upload_id, number)
+        response = self._send("UploadPart", "PUT", url, headers, lambda: body, payload_sha256=sha256.hex())
+        return str(response.headers.get("ETag", ""))
+
+    def upload_part_streamed(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        size: int,
+        chunks: Callable[[], Iterable[bytes | memoryview]],
+        checksum: Callable[[], bytes],
+    ) -> str:
+        """One ``UploadPart`` of ``size`` bytes sent while ``chunks()`` yields them (an attempt
+        that fails is retried with a fresh ``chunks()``); ``checksum()``, called once they are
+        all out, gives their sha256 digest for the trailer. Returns the part's ETag."""
+        headers = {
+            "Content-Length": str(chunked_length(size)),
+            "Content-Encoding": "aws-chunked",
+            "x-amz-decoded-content-length": str(size),
+            "x-amz-trailer": "x-amz-checksum-sha256",
+            "x-amz-sdk-checksum-algorithm": "SHA256",
+        }
+
+        def framed() -> Iterator[bytes | memoryview]:
+            for piece in _rechunk(chunks(), CHUNK_BYTES):
+                yield b"%x\r\n" % len(piece)
+                yield piece
+                yield b"\r\n"
+            digest = base64.b64encode(checksum()).decode("ascii")
+            yield f"0\r\nx-amz-checksum-sha256:{digest}\r\n\r\n".encode("ascii")
+
+        url = self._part_url(bucket, key, upload_id, number)
+        response = self._send("UploadPart", "PUT", url, headers, framed, payload_sha256=STREAMING_TRAILER)
+        return str(response.headers.get("ETag", ""))
+
+    def _part_url(self, bucket: str, key: str, upload_id: str, number: int) -> str:
+        return f"{self.url(bucket, key)}?partNumber={number}&uploadId={quote(upload_id, safe='')}"
+
+    def _send(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: Callable[[], Any],
+        *,
+        payload_sha256: str,
+    ) -> urllib3.BaseHTTPResponse:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._attempt(operation, method, url, dict(headers), body(), payload_sha256)
+            except botocore.exceptions.ClientError as exc:
+                status = int(exc.response["ResponseMetadata"]["HTTPStatusCode"])
+                retry = status in _RETRY_STATUSES or exc.response["Error"]["Code"] in _RETRY_CODES
+                if not retry or attempt >= self._max_attempts:
+                    raise
+            except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError):
+                if attempt >= self._max_attempts:
+                    raise
+            # Full jitter, as botocore's standard mode: rand(0, 1) * 2 ** (attempt - 1) seconds.
+            time.sleep(min(_MAX_BACKOFF_SECONDS, random.random() * 2 ** (attempt - 1)))
+
+    def _attempt(
+        self, operation: str, method: str, url: str, headers: dict[str, str], body: Any, payload_sha256: str
+    ) -> urllib3.BaseHTTPResponse:
+        request = AWSRequest(method=method, url=url, headers=headers)
+        request.context["payload_sha256"] = payload_sha256
+        self._signer().add_auth(request)
+        try:
+            response = self._pool.urlopen(
+                method, url, body=body, headers=dict(request.headers.items()), redirect=False, preload_content=True
+            )
+        except TruncatedBody:
+            raise
+        except urllib3.exceptions.SSLError as exc:
+            raise botocore.exceptions.SSLError(endpoint_url=url.split("?", 1)[0], error=exc) from exc
+        except urllib3.exceptions.ConnectTimeoutError as exc:
+            raise botocore.exceptions.ConnectTimeoutError(endpoint_url=url.split("?", 1)[0], error=exc) from exc
+        except urllib3.exceptions.NewConnectionError as exc:
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url=url.split("?", 1)[0], error=exc) from exc
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise botocore.exceptions.ReadTimeoutError(endpoint_url=url.split("?", 1)[0], error=exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # Reset, closed or broken connections (also a body that could not be sent).
+            raise botocore.exceptions.ConnectionClosedError(endpoint_url=url.split("?", 1)[0], error=exc) from exc
+        if response.status >= 300:
+            raise _client_error(operation, response)
+        return response
+
+    def _signer(self) -> S3SigV4Auth:
+        credentials = self._explicit
+        if credentials is None:
+            found = self._session.get_credentials()
+            if found is None:
+                raise botocore.exceptions.NoCredentialsError()
+            credentials = found.get_frozen_credentials()
+        return _PrecomputedPayloadAuth(credentials, "s3", self._region)
+
+
+def _client_error(operation: str, response: urllib3.BaseHTTPResponse) -> botocore.exceptions.ClientError:
+    """The ``ClientError`` botocore would raise for this error response."""
+    data = response.data or b""
+    code_match, message_match = _ERROR_CODE.search(data), _ERROR_MESSAGE.search(data)
+    code = code_match.group(1).decode("utf-8", "replace") if code_match else str(response.status)
+    message = message_match.group(1).decode("utf-8", "replace") if message_match else ""
+    return botocore.exceptions.ClientError(
+        {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": response.status, "HTTPHeaders": dict(response.headers)},
+        },
+        operation,
+    )
+
+
+def _rechunk(pieces: Iterable[bytes | memoryview], size: int) -> Iterator[bytes | memoryview]:
+    """The bytes of ``pieces`` again, in pieces of exactly ``size`` (the last one shorter)."""
+    pending = bytearray()
+    for piece in pieces:
+        if not pending and len(piece) == size:
+            yield piece
+            continue
+        pending += piece
+        while len(pending) >= size:
+            yield bytes(pending[:size])
+            del pending[:size]
+    if pending:
+        yield bytes(pending)
+
+
+def _default_ca_bundle() -> str:
+    from botocore.httpsession import get_cert_path
+
+    return str(get_cert_path(True))
