@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -109,6 +111,8 @@ def test_revoked_key_is_refused(server: LiveServer, client: Client, upload_id: s
     key_id = client.key.split("_")[1]
     with session_scope(server.sessions) as session:
         auth.revoke_key(session, key_id)
+    # The API process trusts a key it checked for auth.KEY_CACHE_TTL_SECONDS (docs/security.md).
+    time.sleep(auth.KEY_CACHE_TTL_SECONDS + 0.5)
     assert_error(client.request("GET", f"/v1/uploads/{upload_id}"), 401, "UNAUTHENTICATED")
 
 
