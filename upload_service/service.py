@@ -160,13 +160,16 @@ class UploadService:
                     metadata, received.fields, max_metadata_bytes=self.settings.limits.max_field_bytes
                 )
                 assert writers, "an accepted body has opened its writer"
-                # The one hand-off to a thread: the idempotency check and the original's commit.
-                earlier = await to_thread.run_sync(self._store_original, request, received, writers[0])
-                if earlier is not None:
-                    accepted = earlier
-                else:
-                    stored = True
-                    accepted = await self._record(request, upload_id, received, metadata)
+                # Once the body is in, the accept runs to its end even if the client leaves (no
+                # cancellation between the original's commit and the row's: no orphan object).
+                with CancelScope(shield=True):
+                    # The one hand-off to a thread: the idempotency check and the original's commit.
+                    earlier = await to_thread.run_sync(self._store_original, request, received, writers[0])
+                    if earlier is not None:
+                        accepted = earlier
+                    else:
+                        stored = True
+                        accepted = await self._record(request, upload_id, received, metadata)
             except StorageError as exc:
                 raise unavailable("object storage", exc) from exc
             finally:
@@ -241,21 +244,18 @@ class UploadService:
         self, request: UploadRequest, upload_id: str, received: ReceivedBody, metadata: dict[str, Any] | None
     ) -> Accepted:
         """The row, its outbox rows and its ``upload:accepted`` event in the process's next group
-        commit; answered once that batch has committed (the await is shielded: whatever happens
-        to the request, the outcome is known and a failure cleans up). A failed commit deletes
-        the stored original; a racing request with the same Idempotency-Key is a replay."""
+        commit; answered once that batch has committed (the caller shields this: whatever
+        happens to the request, the outcome is known and a failure cleans up). A failed commit
+        deletes the stored original; a racing request with the same Idempotency-Key is a replay."""
         upload = self._new_upload(request, upload_id, received, metadata)
         event = self._event(
             request, AuditAction.UPLOAD_ACCEPTED, "success", upload_id=upload.id, sha256=upload.sha256,
             declared_type=upload.declared_type, detected_type=upload.detected_type, size=upload.size,
         )
         try:
-            with CancelScope(shield=True):
-                await self.writes.commit(NewUpload(upload, event))
+            await self.writes.commit(NewUpload(upload, event))
         except DatabaseError as exc:
-            with CancelScope(shield=True):
-                accepted = await to_thread.run_sync(self._after_failed_commit, request, upload, received, exc)
-            return accepted
+            return await to_thread.run_sync(self._after_failed_commit, request, upload, received, exc)
         return Accepted(upload=upload, replayed=False)
 
     def _after_failed_commit(
