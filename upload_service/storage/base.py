@@ -70,9 +70,13 @@ class ObjectStore(Protocol):
     def put_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str, sha256: str) -> StoredObject:
         ...
 
-    def open_writer(self, bucket: str, key: str, *, content_type: str) -> ObjectWriter:
+    def open_writer(self, bucket: str, key: str, *, content_type: str, size_hint: int | None = None) -> ObjectWriter:
         """A writer for ``key`` whose bytes are given as they arrive; nothing exists under
-        ``key`` until its ``commit``."""
+        ``key`` until its ``commit``.
+
+        ``size_hint``, when the caller knows it, is the object's size or an upper bound on it
+        (a raw body's Content-Length; a form's request length): S3 then cuts its parts so the
+        body ends on a part boundary and no part is sent twice. A backend may ignore it."""
         ...
 
     def abort_stale_writes(self, bucket: str, *, older_than_seconds: float) -> int:
