@@ -111,6 +111,9 @@ class ApiMetrics:
             "upload_http_requests", "HTTP requests by method, route template and status",
             ["method", "route", "status"], registry=self.registry,
         )
+        # ``labels()`` checks and joins its arguments on every call; the label sets are bounded
+        # (see api/httpmetrics.py), so each child is looked up once and kept.
+        self._http_children: dict[tuple[str, str, int], Counter] = {}
         # One series per version that a live process runs, not one per process: after a rolling
         # restart (SIGHUP) into a new release the old version's series goes with its processes.
         self.build_info = Gauge(
@@ -118,6 +121,14 @@ class ApiMetrics:
             multiprocess_mode="livemax",
         )
         self.build_info.labels(version=service_version()).set(1)
+
+    def count_http_request(self, method: str, route: str, status: int) -> None:
+        """One answered request in ``upload_http_requests`` (labels already bounded)."""
+        key = (method, route, status)
+        child = self._http_children.get(key)
+        if child is None:
+            child = self._http_children[key] = self.http_requests.labels(method=method, route=route, status=str(status))
+        child.inc()
 
     def add_collector(self, collector: Collector) -> None:
         """A collector read at scrape time, exported once per scrape (not per process)."""

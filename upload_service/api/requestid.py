@@ -6,14 +6,13 @@ from __future__ import annotations
 import re
 import uuid
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from upload_service.logs import current_request_id
 
 HEADER = "x-request-id"
+_HEADER = HEADER.encode("latin-1")
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
-
 
 
 def accept_or_generate(value: str | None) -> str:
@@ -38,16 +37,19 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
+        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == _HEADER), None)
         request_id = accept_or_generate(incoming)
         scope.setdefault("state", {})["request_id"] = request_id
         token = current_request_id.set(request_id)
+        header = (_HEADER, request_id.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                if HEADER not in headers:
-                    headers.append("X-Request-ID", request_id)
+                # Raw ASGI headers: names are lower-case bytes (Starlette writes them so).
+                headers = list(message.get("headers", ()))
+                if not any(name == _HEADER for name, _ in headers):
+                    headers.append(header)
+                message["headers"] = headers
             await send(message)
 
         try:
