@@ -245,10 +245,10 @@ class DirectS3:
             raise
         except urllib3.exceptions.SSLError as exc:
             raise botocore.exceptions.SSLError(endpoint_url=url.split("?", 1)[0], error=exc) from exc
+        except urllib3.exceptions.NewConnectionError as exc:  # (a ConnectTimeoutError too: first)
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url=url.split("?", 1)[0], error=exc) from exc
         except urllib3.exceptions.ConnectTimeoutError as exc:
             raise botocore.exceptions.ConnectTimeoutError(endpoint_url=url.split("?", 1)[0], error=exc) from exc
-        except urllib3.exceptions.NewConnectionError as exc:
-            raise botocore.exceptions.EndpointConnectionError(endpoint_url=url.split("?", 1)[0], error=exc) from exc
         except urllib3.exceptions.ReadTimeoutError as exc:
             raise botocore.exceptions.ReadTimeoutError(endpoint_url=url.split("?", 1)[0], error=exc) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
