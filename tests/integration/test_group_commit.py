@@ -218,3 +218,34 @@ def test_two_api_processes_writing_one_tenant_keep_one_intact_chain(
             .group_by(AuditEventRow.upload_id)
         ).all()
     assert {upload_id: count for upload_id, count in rows} == dict.fromkeys(ids, 1)
+
+
+# --- racing Idempotency-Keys in one batch ----------------------------------------------------
+
+
+def test_racing_requests_with_one_idempotency_key_make_one_upload_and_fail_nobody_else(
+    server: LiveServer,
+) -> None:
+    client = server.client()
+    same = samples.png_bytes(50, 50)
+    others = [samples.png_bytes(60 + i, 20) for i in range(8)]
+
+    def send(index: int) -> httpx.Response:
+        if index % 2:
+            return client.upload(others[index // 2], "other.png", "image/png")
+        return client.upload(same, "same.png", "image/png", headers={"Idempotency-Key": "race-1"})
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(send, range(16)))
+    assert [r.status_code for r in responses] == [202] * 16, [r.text for r in responses if r.status_code != 202]
+    racing = [r for i, r in enumerate(responses) if i % 2 == 0]
+    assert len({r.json()["id"] for r in racing}) == 1
+    assert sum(1 for r in racing if "idempotent-replayed" not in r.headers) == 1
+    rows = tenant_rows(server.sessions, client.tenant)
+    assert len(rows) == 1 + len(others)
+    bucket = server.settings.storage.originals_bucket
+    assert sorted(server.store.list_keys(bucket, f"{client.tenant}/")) == sorted(
+        keys.original_key(client.tenant, row.id) for row in rows
+    )  # the losers' originals are gone
+    for row in rows:
+        assert accepted_events(server.sessions, row.id) >= 1
