@@ -50,8 +50,10 @@ class LimitsOut(BaseModel):
 
 
 @router.get("", response_model=LimitsOut)
-def read_limits(services: ServicesDep, principal: PrincipalDep) -> JSONResponse:
-    """Any authenticated caller (API key or upload token) may read its own limits."""
+async def read_limits(services: ServicesDep, principal: PrincipalDep) -> JSONResponse:
+    """Any authenticated caller (API key or upload token) may read its own limits.
+
+    ``async``: it only computes, so it runs on the event loop (a worker thread hop costs more)."""
     limits = narrow_limits(services.settings.limits, principal.token)
     types = [
         TypeLimit(
