@@ -43,6 +43,6 @@ class HttpMetricsMiddleware:
             services = getattr(getattr(scope.get("app"), "state", None), "services", None)
             method = scope.get("method", "")
             if services is not None:
-                services.metrics.count_http_request(
-                    method if method in _METHODS else "other", route_label(scope), status
-                )
+                services.metrics.http_requests.labels(
+                    method=method if method in _METHODS else "other", route=route_label(scope), status=str(status)
+                ).inc()
