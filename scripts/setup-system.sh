@@ -12,7 +12,8 @@ set -euo pipefail
 # openssl: per-run TLS certificates for the local S3 server's internal gRPC (devstack/seaweed.py).
 # chromium, chromium-driver: the browser tests (tests/e2e/test_browser.py) drive a real headless Chromium.
 # npm: those tests fetch Uppy's prebuilt bundle from the npm registry (into a cache, not the tree).
-packages=(libmagic1 redis-server nginx-light python3-venv ca-certificates openssl chromium chromium-driver npm)
+# libvips-tools: `make bench` compares the image pipeline with vipsthumbnail producing the same files.
+packages=(libmagic1 redis-server nginx-light python3-venv ca-certificates openssl chromium chromium-driver npm libvips-tools)
 missing=()
 for pkg in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

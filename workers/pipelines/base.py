@@ -23,8 +23,9 @@ logger = logging.getLogger(__name__)
 ContextT = TypeVar("ContextT")
 Step = Callable[[ContextT], ContextT]
 
-# libwebp effort for thumbnails: 2 encoded a 1024 px thumbnail in half the time of the default
-# 4 (33 vs 66 ms) for files ~3% larger. Sanitized copies keep the default.
+# libwebp effort for thumbnails, chosen by measurement (docs/benchmarks.md, "Processing: images"):
+# 2 takes about half the time of the default 4 for files 3-5 % larger; 0 is faster still but its
+# files are 8-20 % larger at the same SSIM. Sanitized copies keep the default.
 THUMBNAIL_WEBP_METHOD = 2
 
 _PUBLIC_MESSAGES: dict[str, str] = {
