@@ -86,5 +86,7 @@ def test_with_a_size_hint_every_part_but_the_last_is_5_mib_and_none_is_cut_short
     assert max(sizes) <= 10 * MiB
 
 
-def test_without_a_hint_parts_are_the_part_size() -> None:
-    assert plan(None, 45 * MiB) == [8 * MiB] * 5 + [5 * MiB]
+def test_without_a_hint_later_parts_are_the_smallest_s3_allows() -> None:
+    """The part the body ends in is sent twice; 5 MiB parts bound how much that is."""
+    assert plan(None, 45 * MiB) == [8 * MiB] + [5 * MiB] * 7 + [2 * MiB]
+    assert plan(None, 45 * MiB, part=5 * MiB) == [5 * MiB] * 9

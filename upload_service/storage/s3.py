@@ -501,8 +501,8 @@ class S3StreamingWriter:
     ``PutObject`` at ``commit`` (signed with the whole file's sha256 and carrying it as
     ``x-amz-checksum-sha256``, which the server verifies; sent by ``DirectS3``). The first byte
     past one part starts a multipart upload: the first part goes out from memory, and every
-    later part is *streamed*: an ``UploadPart`` of ``part_bytes`` starts with its first byte
-    and sends its bytes while they arrive, so the reader runs at most ``_LEAD_BYTES`` ahead of
+    later part is *streamed*: an ``UploadPart`` (of a size ``_plan_part`` chooses: 5 MiB, or cut
+    to ``size_hint``) starts with its first byte and sends its bytes while they arrive, so the reader runs at most ``_LEAD_BYTES`` ahead of
     what went to S3 (``congested()`` until ``wait()`` has let it catch up), and at most
     ``in_flight`` parts are unacknowledged at once. A streamed part's SHA-256 goes in the
     trailer of its ``aws-chunked`` body, and the server verifies it (SeaweedFS answers
@@ -515,7 +515,7 @@ class S3StreamingWriter:
     failed commit) aborts the multipart upload, so nothing is left in the bucket.
 
     Memory: at most ``in_flight`` + 1 parts (the first, then the streamed ones not yet
-    acknowledged), whatever the file size.
+    acknowledged; a planned part is at most max(``part_bytes``, 10 MiB)), whatever the file size.
 
     Not thread-safe: one reader calls ``write``/``wait``/``commit``/``abort`` in turn.
     """
@@ -720,8 +720,9 @@ class S3StreamingWriter:
     def _plan_part(self, start: int) -> int:
         """The declared size of the streamed part that starts at byte ``start``.
 
-        Without ``size_hint``: ``part_bytes`` (the part the body ends in is sent again with its
-        real size at ``commit``). With it (the body's size, or an upper bound: a multipart
+        Without ``size_hint``: S3's smallest part, 5 MiB (or ``part_bytes`` if smaller): the part
+        the body ends in is sent again with its real size at ``commit``, and the smallest part
+        bounds what goes out twice (2.5 MiB on average instead of 4 at 8 MiB parts). With it (the body's size, or an upper bound: a multipart
         form's request length), the parts are cut so that the body's end falls on a part
         boundary: the last planned part ends ``_HINT_SLACK`` before the bound, and what comes
         after it (the form's closing boundary, its later fields, or up to ``_HINT_SLACK`` bytes
@@ -729,7 +730,8 @@ class S3StreamingWriter:
         """
         left = None if self._size_hint is None else self._size_hint - start - _HINT_SLACK
         if left is None or left + _HINT_SLACK <= 0:
-            return self._part_bytes  # no hint, or the body went past it: plain parts
+            # No hint, or the body went past it: parts as small as S3 allows.
+            return min(self._part_bytes, _MIN_PART_BYTES)
         if left >= self._part_bytes + _MIN_PART_BYTES:
             return self._part_bytes
         if left > self._part_bytes:
