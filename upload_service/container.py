@@ -6,8 +6,11 @@ writer and group commit writer (``groupwrites``) per API process.
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from redis import Redis
 from sqlalchemy import Engine
@@ -22,10 +25,15 @@ from upload_service.health import Check, CheckFailed, spool_check
 from upload_service.ingest.sniff import TypeSniffer
 from upload_service.jobqueue import JobQueue, connect
 from upload_service.metrics import ApiMetrics, multiprocess_dir
+from upload_service.db import repository
+from upload_service.db.engine import session_scope
+from upload_service.pending import PendingOriginals, sweep_dead_ledgers
 from upload_service.service import UploadService
 from upload_service.settings import Settings
 from upload_service.storage import build_object_store
 from upload_service.storage.base import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,6 +52,8 @@ class Services:
     writes: Writes
     audit_sink: GroupAuditSink
     keys: KeyAuthenticator
+    #: Originals stored whose rows are not committed yet (swept after a crash).
+    pending: PendingOriginals
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -79,9 +89,26 @@ class Services:
         a DB outage left behind)."""
         self.writes.start()
         self._threads.append(self.audit.start_replayer(self.settings.audit.replay_interval_seconds, self._stop))
+        self._threads.append(_start_thread("sweep-pending-originals", self.sweep_pending_originals))
+
+    def sweep_pending_originals(self) -> int:
+        """Delete the originals that dead processes stored but never recorded (``pending``)."""
+
+        def recorded(upload_ids: list[str]) -> set[str]:
+            with session_scope(self.sessions) as session:
+                return repository.existing_upload_ids(session, upload_ids)
+
+        def delete(key: str) -> None:
+            self.store.delete(self.settings.storage.originals_bucket, key)
+
+        removed = sweep_dead_ledgers(pending_originals_dir(self.settings), recorded, delete)
+        if removed:
+            log.info("removed %d original(s) a dead process stored without recording them", removed)
+        return removed
 
     def close(self) -> None:
         self.writes.stop()  # commits what is pending and answers everyone first
+        self.pending.close()
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -116,8 +143,28 @@ def build_services(settings: Settings) -> Services:
     admission = Admission(settings.admission, settings.spool.dir, settings.spool.min_free_bytes, queue)
     writes = build_writes(sessions, queue)
     audit_sink = GroupAuditSink(writes, audit)
-    uploads = UploadService(settings, sessions, store, queue, TypeSniffer(), admission, writes, audit_sink)
+    pending = PendingOriginals(pending_originals_dir(settings))
+    uploads = UploadService(settings, sessions, store, queue, TypeSniffer(), admission, writes, audit_sink, pending)
     keys = KeyAuthenticator(sessions)
     return Services(
-        settings, engine, sessions, redis, queue, store, uploads, audit, admission, metrics, writes, audit_sink, keys
+        settings, engine, sessions, redis, queue, store, uploads, audit, admission, metrics, writes, audit_sink, keys,
+        pending,
     )
+
+
+def pending_originals_dir(settings: Settings) -> Path:
+    """The ledgers of originals stored before their rows (``pending``): beside the audit
+    journal, the process's other local state that must outlive a crash."""
+    return settings.audit.journal_path.parent / "pending-originals"
+
+
+def _start_thread(name: str, target: Callable[[], object]) -> threading.Thread:
+    def run() -> None:
+        try:
+            target()
+        except Exception:  # noqa: BLE001 - a background sweep must not take the process down
+            log.exception("%s failed", name)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread

@@ -43,6 +43,7 @@ from upload_service.ingest.formfields import metadata_with_fields
 from upload_service.ingest.jsondepth import load_json
 from upload_service.ingest.sniff import TypeSniffer, normalize_media_type
 from upload_service.jobqueue import JobQueue
+from upload_service.pending import PendingOriginals
 from upload_service.settings import Settings
 from upload_service.storage import keys
 from upload_service.storage.base import ObjectStore, ObjectWriter
@@ -98,6 +99,7 @@ class UploadService:
         admission: Admission,
         writes: Writes,
         audit: AuditSink,
+        pending: PendingOriginals,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -107,6 +109,7 @@ class UploadService:
         self.admission = admission
         self.writes = writes
         self.audit = audit
+        self.pending = pending
 
     # --- accept ------------------------------------------------------------------------------
 
@@ -163,13 +166,20 @@ class UploadService:
                 # Once the body is in, the accept runs to its end even if the client leaves (no
                 # cancellation between the original's commit and the row's: no orphan object).
                 with CancelScope(shield=True):
-                    # The one hand-off to a thread: the idempotency check and the original's commit.
-                    earlier = await to_thread.run_sync(self._store_original, request, received, writers[0])
-                    if earlier is not None:
-                        accepted = earlier
-                    else:
-                        stored = True
-                        accepted = await self._record(request, upload_id, received, metadata)
+                    # Noted before the original is committed, settled once its row is (or the
+                    # object is gone again): a process killed in between leaves a ledger entry
+                    # that the next start sweeps (upload_service/pending.py).
+                    note = self.pending.note(upload_id, original_key)
+                    try:
+                        # The one hand-off to a thread: the idempotency check and the original's commit.
+                        earlier = await to_thread.run_sync(self._store_original, request, received, writers[0])
+                        if earlier is not None:
+                            accepted = earlier
+                        else:
+                            stored = True
+                            accepted = await self._record(request, upload_id, received, metadata)
+                    finally:
+                        note.done()
             except StorageError as exc:
                 raise unavailable("object storage", exc) from exc
             finally:

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,13 +20,15 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests import samples
-from tests.fixtures.app import Client, LiveServer
+from tests.fixtures.app import Client, LiveServer, start_api
 from tests.fixtures.services import S3Service
 from tests.integration.contract import assert_error
 from tests.integration.test_streamed_originals import multipart_uploads, s3_client
 from upload_service.audit import verify_chain
 from upload_service.db.audit_models import AuditEventRow
 from upload_service.db.models import Upload
+from upload_service.devstack.process import ManagedProcess
+from upload_service.pids import pid_alive
 from upload_service.storage import keys
 
 PART = 5 * 1024 * 1024
@@ -186,6 +189,63 @@ def test_a_sigkill_during_concurrent_uploads_leaves_only_complete_uploads(stream
         assert accepted_events(streaming.sessions, row.id) == 1
     with streaming.sessions() as session:
         assert verify_chain(session, client.tenant) == []
+    # Originals stored by requests that never got their row are swept by the next start.
+    restarted = restart(streaming)
+    try:
+        rows = {row.id for row in tenant_rows(streaming.sessions, client.tenant)}
+        assert wait_for(lambda: dead_ledgers(streaming) == []), "the dead process's ledger was not swept"
+        stored_ids = {key.split("/")[1] for key in streaming.store.list_keys(bucket, f"{client.tenant}/")}
+        assert stored_ids == rows, "an original without its row was left behind"
+    finally:
+        restarted.stop()
+
+
+def test_the_next_start_removes_originals_a_dead_process_stored_without_their_rows(
+    streaming: LiveServer,
+) -> None:
+    """A ledger as a process killed between an original's PUT and its row's commit leaves it:
+    the next API process to start deletes that original, keeps the recorded one, drops the ledger."""
+    client = streaming.client()
+    recorded = client.accepted(samples.png_bytes(), "kept.png", content_type="image/png")
+    bucket = streaming.settings.storage.originals_bucket
+    orphan_id = "f" * 32
+    orphan_key = keys.original_key(client.tenant, orphan_id)
+    recorded_key = keys.original_key(client.tenant, recorded)
+    streaming.store.put_bytes(bucket, orphan_key, b"x", content_type="image/png", sha256=hashlib.sha256(b"x").hexdigest())
+    streaming.process.stop()
+    ledger = ledger_dir(streaming) / "pending-originals-999999-0123456789ab.log"
+    ledger.write_text(f"{recorded} {recorded_key}\n{orphan_id} {orphan_key}\n")
+    restarted = restart(streaming)
+    try:
+        assert wait_for(lambda: not ledger.exists())
+        assert set(streaming.store.list_keys(bucket, f"{client.tenant}/")) == {recorded_key}
+        assert client.upload_count() == 1
+    finally:
+        restarted.stop()
+
+
+def ledger_dir(server: LiveServer) -> Path:
+    return server.settings.audit.journal_path.parent / "pending-originals"
+
+
+def dead_ledgers(server: LiveServer) -> list[str]:
+    """Ledgers of processes other than a living API (their pid is gone)."""
+    return [p.name for p in ledger_dir(server).glob("pending-originals-*.log") if not pid_alive(int(p.name.split("-")[2]))]
+
+
+def restart(server: LiveServer) -> ManagedProcess:
+    """Another API process on the same settings (same journal directory, bucket and DB)."""
+    process, _url = start_api(server.settings, server.log_path.parent / f"restart-{time.monotonic_ns()}")
+    return process
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 # --- several processes, one tenant -----------------------------------------------------------

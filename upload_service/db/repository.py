@@ -52,6 +52,14 @@ def insert_uploads(session: Session, uploads: Sequence[Upload]) -> None:
         session.connection().execute(insert(Upload.__table__), [upload_row(upload) for upload in uploads])
 
 
+def existing_upload_ids(session: Session, upload_ids: Sequence[str]) -> set[str]:
+    """Which of ``upload_ids`` have a row (any tenant, any status): the sweep of originals
+    stored by a process that died before their rows committed."""
+    if not upload_ids:
+        return set()
+    return set(session.scalars(select(Upload.id).where(Upload.id.in_(list(upload_ids)))))
+
+
 def upload_row(upload: Upload) -> dict[str, Any]:
     """The column values of ``upload``, keyed by column name."""
     return {column.name: getattr(upload, attribute) for attribute, column in _UPLOAD_COLUMNS}
