@@ -150,8 +150,13 @@ class UploadService:
         writers: list[ObjectWriter] = []
         stored = False  # the original is committed: aborting the writer would be a no-op
 
+        # The body's declared length bounds the file's size (a form's parts included): S3 then
+        # cuts its parts so the body ends on a part boundary and no part is sent twice.
+        declared = request.headers.content_length
+        size_hint = int(declared) if declared is not None and declared.isdigit() else None
+
         def open_original(detected_type: str) -> ObjectWriter:
-            writer = self.store.open_writer(bucket, original_key, content_type=detected_type)
+            writer = self.store.open_writer(bucket, original_key, content_type=detected_type, size_hint=size_hint)
             writers.append(writer)
             return writer
 

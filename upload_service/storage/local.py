@@ -107,9 +107,12 @@ class LocalObjectStore:
     def put_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str, sha256: str) -> StoredObject:
         return self._commit(bucket, key, lambda out: out.write(data), content_type=content_type, sha256=sha256)
 
-    def open_writer(self, bucket: str, key: str, *, content_type: str) -> LocalObjectWriter:
+    def open_writer(
+        self, bucket: str, key: str, *, content_type: str, size_hint: int | None = None
+    ) -> LocalObjectWriter:
         """Spool-then-rename inside the store: the bytes go to a temporary sibling of the
-        object's file as they arrive; ``commit`` fsyncs, renames and writes the sidecar."""
+        object's file as they arrive; ``commit`` fsyncs, renames and writes the sidecar. (A
+        file has no parts to cut: ``size_hint`` is not needed.)"""
         keys.check_content_type(content_type)
         self._require_bucket(bucket)
         data_path, meta_path = self._data_path(bucket, key), self._meta_path(bucket, key)
