@@ -207,19 +207,7 @@ class BenchStack:
         workdir = self._workdir("naive")
         store = workdir / "files"
         store.mkdir()
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        process = ManagedProcess(
-            "naive",
-            [
-                sys.executable, "-m", "uvicorn", "--factory", "bench.naive_app:create_app",
-                "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--no-server-header",
-            ],
-            env={**os.environ, "BENCH_NAIVE_DIR": str(store)},
-            log_path=workdir / "naive.log",
-            ready=lambda: httpx.get(url + "/livez", timeout=1).status_code == 200,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
+        process, url = _uvicorn("naive", "bench.naive_app:create_app", workdir, {"BENCH_NAIVE_DIR": str(store)})
         try:
             process.start(timeout=30)
             assert process.pid is not None
@@ -241,10 +229,7 @@ class BenchStack:
         storage = self.s3.settings()
         build_object_store(storage).ensure_buckets()
         create_schema(database_url)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
         env = {
-            **os.environ,
             "BENCH_TEMPLATE_BUCKET": storage.originals_bucket,
             "BENCH_TEMPLATE_S3_ENDPOINT": self.s3.endpoint_url,
             "BENCH_TEMPLATE_S3_KEY": self.s3.access_key,
@@ -253,18 +238,10 @@ class BenchStack:
             "BENCH_TEMPLATE_REDIS_URL": self.redis.url,
             "BENCH_TEMPLATE_AUDIT_LOG": str(workdir / "audit.log"),
         }
-        process = ManagedProcess(
-            "template",
-            [
-                sys.executable, "-m", "uvicorn", "--factory", "bench.template_app:create_app",
-                "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-                "--no-access-log", "--no-server-header",
-                "--proxy-headers", "--forwarded-allow-ips", ",".join(settings.server.trusted_proxies),
-            ],
-            env=env,
-            log_path=workdir / "template.log",
-            ready=lambda: httpx.get(url + "/livez", timeout=1).status_code == 200,
-            cwd=Path(__file__).resolve().parent.parent,
+        process, url = _uvicorn(
+            "template", "bench.template_app:create_app", workdir, env,
+            "--workers", str(workers),
+            "--proxy-headers", "--forwarded-allow-ips", ",".join(settings.server.trusted_proxies),
         )
         try:
             process.start(timeout=60)
@@ -404,3 +381,22 @@ http {{
     }}
 }}
 """
+
+
+def _uvicorn(name: str, factory: str, workdir: Path, env: dict[str, str], *args: str) -> tuple[ManagedProcess, str]:
+    """An anchor app under uvicorn on a free port (with uvicorn's defaults, uvloop and
+    httptools, as ours); not started yet."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = ManagedProcess(
+        name,
+        [
+            sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", "--no-server-header", *args,
+        ],
+        env={**os.environ, **env},
+        log_path=workdir / f"{name}.log",
+        ready=lambda: httpx.get(url + "/livez", timeout=1).status_code == 200,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    return process, url

@@ -18,6 +18,7 @@ from upload_service.api.auditing import note_auth_failure
 from upload_service.api.requestid import request_id_of
 from upload_service.auth import Principal, authenticate_token, is_token_credential
 from upload_service.container import Services
+from upload_service.db.engine import session_scope
 from upload_service.errors import ServiceError
 from upload_service.metrics import ApiMetrics
 from upload_service.service import UploadService, database_errors
@@ -49,16 +50,8 @@ MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 def get_session(services: ServicesDep) -> Iterator[Session]:
     """A session per request: committed when the endpoint returns (before the response is
     sent), rolled back on any error, always closed; a database failure is the 503 contract."""
-    session = services.sessions()
-    with database_errors():
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+    with database_errors(), session_scope(services.sessions) as session:
+        yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
