@@ -277,7 +277,9 @@ def test_memory_budget_refuses_a_file_that_needs_more(sandboxed: Sandboxed) -> N
 
     assert (error.code, error.permanent) == ("PROCESSING_MEMORY_EXCEEDED", True)
     growth = int(usage_of(error).split("(+")[1].split(" MiB")[0])
-    assert growth <= 64, usage_of(error)
+    # Stopped before the decode (~103 MiB) was done. (RSS may grow a little past the address-
+    # space budget: pages the forked child already had mapped count once touched.)
+    assert growth < 96, usage_of(error)
 
 
 def test_the_child_cannot_use_the_workers_connections(tmp_path: Path) -> None:
