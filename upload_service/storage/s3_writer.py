@@ -1,0 +1,418 @@
+"""The S3 backend's ``ObjectWriter``: an original streamed to S3 while the body arrives.
+
+Up to one part it stays in memory and goes out as one ``PUT`` at commit; past it a multipart
+upload whose first part goes from memory and every later part streams while its bytes arrive
+(``s3_direct.py`` sends them); the last part and ``CompleteMultipartUpload`` at commit. Any
+abort (a refusal, a disconnect) aborts the multipart upload, retried in the background while
+S3 is unreachable.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import hashlib
+import logging
+import mmap
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import botocore.exceptions
+import botocore.session
+
+from upload_service.errors import StorageError
+from upload_service.storage import keys
+from upload_service.storage.base import StoredObject
+from upload_service.storage.s3_direct import CHUNK_BYTES, DirectS3, TruncatedBody
+from upload_service.storage.s3_errors import translated
+
+#: How far the reader may run ahead of what went out to S3 (the bytes left to send after the
+#: body's last byte, besides the last part).
+_LEAD_BYTES = 4 * CHUNK_BYTES
+#: S3's smallest part (all but the last part of an upload).
+_MIN_PART_BYTES = 5 * 1024 * 1024
+#: With a size hint the planned parts end this far before it: what follows (a form's closing
+#: boundary and later fields, or the file's last bytes) is sent as a small last part.
+_HINT_SLACK = 256 * 1024
+#: A streamed part whose writer got no byte, commit or abort for this long gives up.
+_STALL_SECONDS = 300.0
+#: Pauses between retries of an abort that failed because S3 was unreachable (~10 minutes).
+_ABORT_RETRY_SECONDS = (1, 2, 4, 8, 15, 30, 60, 120, 180, 180)
+
+log = logging.getLogger(__name__)
+
+
+class _StreamedPart:
+    """One part of a streamed original: its bytes fill ``buffer`` as they arrive while a thread
+    sends them (``chunks``), ``CHUNK_BYTES`` at a time. The bytes stay until S3 acknowledged
+    the part, so a failed attempt is retried from them, and a part the body ended in (the last,
+    shorter than its declared size) is sent again from them, with its real size."""
+
+    def __init__(self, number: int, size: int, changed: threading.Condition, writer: S3StreamingWriter) -> None:
+        self.number = number
+        self.size = size
+        # An anonymous mapping, not a bytearray: it goes back to the OS the moment the part is
+        # dropped (malloc would keep a freed 8 MiB block in its heap and let the process grow).
+        self.buffer = mmap.mmap(-1, size)
+        self.filled = 0
+        #: Bytes handed to the connection by the furthest attempt (what the reader's lead counts).
+        self.sent = 0
+        self.ended = False  # no more bytes will come (the body ended, or the writer aborted)
+        self.aborted = False
+        self.sha256 = b""
+        self._changed = changed
+        self._writer = writer
+
+    @property
+    def full(self) -> bool:
+        return self.filled == self.size
+
+    def fill(self, data: memoryview) -> int:
+        """Copy as much of ``data`` as fits (the caller holds ``changed``); returns how much."""
+        n = min(len(data), self.size - self.filled)
+        self.buffer[self.filled : self.filled + n] = data[:n]
+        self.filled += n
+        return n
+
+    def chunks(self) -> Iterator[memoryview]:
+        """The part's bytes as they arrive (raises TruncatedBody if the body ends first)."""
+        digest = hashlib.sha256()
+        view = memoryview(self.buffer)
+        for start in range(0, self.size, CHUNK_BYTES):
+            end = min(start + CHUNK_BYTES, self.size)
+            with self._changed:
+                stalled = time.monotonic() + _STALL_SECONDS
+                while self.filled < end and not self.ended:
+                    if not self._changed.wait(timeout=max(0.0, stalled - time.monotonic())):
+                        self.aborted = True  # the writer was left without commit or abort
+                        break
+                if self.filled < end:
+                    raise TruncatedBody(self.number)
+            chunk = view[start:end]
+            digest.update(chunk)
+            yield chunk
+            with self._changed:
+                if end > self.sent:
+                    self._writer._handed += end - self.sent
+                    self.sent = end
+                    self._changed.notify_all()
+        self.sha256 = digest.digest()
+
+
+class S3StreamingWriter:
+    """An object sent to S3 while its bytes arrive (``ObjectWriter``).
+
+    Up to one part is held in memory; a body that never grows past it goes out as one
+    ``PutObject`` at ``commit`` (signed with the whole file's sha256 and carrying it as
+    ``x-amz-checksum-sha256``, which the server verifies; sent by ``DirectS3``). The first byte
+    past one part starts a multipart upload: the first part goes out from memory, and every
+    later part is *streamed*: an ``UploadPart`` (of a size ``_plan_part`` chooses: 5 MiB, or cut
+    to ``size_hint``) starts with its first byte and sends its bytes while they arrive, so the reader runs at most ``_LEAD_BYTES`` ahead of
+    what went to S3 (``congested()`` until ``wait()`` has let it catch up), and at most
+    ``in_flight`` parts are unacknowledged at once. A streamed part's SHA-256 goes in the
+    trailer of its ``aws-chunked`` body, and the server verifies it (SeaweedFS answers
+    ``InvalidDigest`` to a wrong one, and checks the parts' checksums again at
+    ``CompleteMultipartUpload``). The part the body ends in is shorter than it declared: that
+    request is dropped and the part sent again from memory with its real size and a
+    header checksum. Such an object has no ``x-amz-meta-sha256``: its metadata is fixed when
+    the upload starts, before the whole file's hash is known (the upload's DB row holds it).
+    ``commit`` finishes the last part and sends ``CompleteMultipartUpload``; ``abort`` (or a
+    failed commit) aborts the multipart upload, so nothing is left in the bucket.
+
+    Memory: at most ``in_flight`` + 1 parts (the first, then the streamed ones not yet
+    acknowledged; a planned part is at most max(``part_bytes``, 10 MiB)), whatever the file size.
+
+    Not thread-safe: one reader calls ``write``/``wait``/``commit``/``abort`` in turn.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        direct: DirectS3,
+        executor: concurrent.futures.Executor,
+        bucket: str,
+        key: str,
+        *,
+        content_type: str,
+        part_bytes: int,
+        in_flight: int,
+        size_hint: int | None = None,
+    ) -> None:
+        self._client = client
+        self._direct = direct
+        self._executor = executor
+        self.bucket, self.key, self.content_type = bucket, key, content_type
+        self._part_bytes = part_bytes
+        self._in_flight = in_flight
+        self._buffer = bytearray()
+        #: CreateMultipartUpload, sent from a thread too (its parts wait for it there).
+        self._created: concurrent.futures.Future[str] | None = None
+        self._pending: list[concurrent.futures.Future[dict[str, Any]]] = []
+        self._done: list[dict[str, Any]] = []
+        self._next_part = 1
+        self._current: _StreamedPart | None = None
+        #: Bytes past a full part while ``in_flight`` parts are unacknowledged (a chunk at most).
+        self._overflow = bytearray()
+        self._size_hint = size_hint
+        self._planned = part_bytes  # the object's bytes the parts started so far cover
+        #: Notified by the senders whenever bytes went out or a part finished.
+        self._changed = threading.Condition()
+        self._streamed = 0  # bytes given to streamed parts
+        self._handed = 0  # of those, bytes handed to S3 connections (updated by the senders)
+        self.size = 0
+        self._finished = False
+
+    @property
+    def multipart(self) -> bool:
+        return self._created is not None
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._finished:
+            raise RuntimeError("the writer is closed")
+        self._reap(block=False)
+        self.size += len(data)
+        if self._created is None:
+            self._buffer += data
+            # A part leaves only once more bytes follow it: a body of exactly one part stays one PUT.
+            if len(self._buffer) <= self._part_bytes:
+                return
+            first, rest = self._buffer, bytes(memoryview(self._buffer)[self._part_bytes :])
+            del first[self._part_bytes :]
+            self._buffer = bytearray()
+            self._created = self._executor.submit(self._create)
+            self._next_part = 2
+            self._submit(self._upload_first, first)
+            data = rest
+        if self._overflow:
+            self._overflow += data
+            self._flush_overflow()
+        else:
+            self._stream(memoryview(data))
+
+    def congested(self) -> bool:
+        if self._created is None:
+            return False
+        if self._overflow:
+            return True
+        with self._changed:
+            return self._streamed - self._handed >= _LEAD_BYTES
+
+    def wait(self) -> None:
+        """Block until the reader is within ``_LEAD_BYTES`` of what went out, and the bytes
+        held back for want of a part slot are in a part (raises a part's error)."""
+        while True:
+            self._reap(block=False)
+            self._flush_overflow()
+            with self._changed:
+                if self._streamed - self._handed <= _LEAD_BYTES // 2 and not self._overflow:
+                    return
+                self._changed.wait(timeout=1.0)
+
+    def _flush_overflow(self) -> None:
+        """Stream the held-back bytes once a part slot is free."""
+        if self._overflow and len(self._pending) < self._in_flight:
+            held, self._overflow = self._overflow, bytearray()
+            self._stream(memoryview(held))
+
+    def commit(self, sha256: str) -> StoredObject:
+        keys.check_sha256(sha256)
+        if self._finished:
+            raise RuntimeError("the writer is closed")
+        try:
+            if self._created is None:
+                with translated("put_object", self.bucket, self.key):
+                    self._direct.put_object(
+                        self.bucket, self.key, self._buffer, content_type=self.content_type, sha256=sha256
+                    )
+            else:
+                while self._overflow:
+                    self._reap(block=True)
+                    self._flush_overflow()
+                self._end_current(abort=False)
+                while self._pending:
+                    self._reap(block=True)
+                parts = sorted(self._done, key=lambda p: int(p["PartNumber"]))
+                with translated("complete_multipart_upload", self.bucket, self.key):
+                    self._client.complete_multipart_upload(
+                        Bucket=self.bucket,
+                        Key=self.key,
+                        UploadId=self._created.result(),
+                        MultipartUpload={"Parts": parts},
+                    )
+        except BaseException:
+            with contextlib.suppress(StorageError):  # (retried in the background if S3 is down)
+                self.abort()
+            # A PUT or Complete whose answer was lost may have stored the object all the same:
+            # the key is this upload's alone, so deleting it is always safe.
+            with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, StorageError):
+                self._client.delete_object(Bucket=self.bucket, Key=self.key)
+            raise
+        self._finished = True
+        self._buffer = bytearray()
+        return StoredObject(key=self.key, size=self.size, content_type=self.content_type, sha256=sha256)
+
+    def abort(self) -> None:
+        """Forget everything: stop the parts being sent, then abort the multipart upload."""
+        if self._finished:
+            return
+        self._finished = True
+        self._buffer = bytearray()
+        self._overflow = bytearray()
+        self._end_current(abort=True)
+        for future in self._pending:
+            future.cancel()
+        concurrent.futures.wait(self._pending)
+        self._pending = []
+        if self._created is None:
+            return
+        try:
+            upload_id = self._created.result()
+        except StorageError:
+            return  # never created: nothing to abort
+        try:
+            self._abort_upload(upload_id)
+        except StorageError as exc:
+            if not exc.transient:
+                raise
+            # S3 is unreachable right now (often the very reason for the abort): keep trying in
+            # the background, so the parts do not stay behind once it is back.
+            threading.Thread(
+                target=self._abort_later, args=(upload_id,), name="s3-abort", daemon=True
+            ).start()
+            raise
+
+    def _abort_upload(self, upload_id: str) -> None:
+        with translated("abort_multipart_upload", self.bucket, self.key, ignore_codes={"NoSuchUpload"}):
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
+
+    def _abort_later(self, upload_id: str) -> None:
+        for delay in _ABORT_RETRY_SECONDS:
+            time.sleep(delay)
+            try:
+                self._abort_upload(upload_id)
+            except StorageError as exc:
+                if not exc.transient:
+                    break
+                continue
+            log.info("aborted multipart upload of %s/%s after S3 came back", self.bucket, self.key)
+            return
+        log.error(
+            "could not abort multipart upload %s of %s/%s; the bucket's lifecycle rule "
+            "(AbortIncompleteMultipartUpload) must clean it up", upload_id, self.bucket, self.key
+        )
+
+    def _stream(self, data: memoryview) -> None:
+        """Give ``data`` to the streamed parts, starting a part where one is full; with
+        ``in_flight`` parts unacknowledged the rest is held back (``congested()``) until
+        ``wait()`` finds a slot."""
+        while data:
+            with self._changed:
+                if self._current is None or self._current.full:
+                    if len(self._pending) >= self._in_flight:
+                        self._overflow += data
+                        return
+                    number = self._next_part
+                    self._next_part += 1
+                    size = self._plan_part(self._planned)
+                    self._planned += size
+                    self._current = _StreamedPart(number, size, self._changed, self)
+                    self._submit(self._upload_streamed, self._current)
+                n = self._current.fill(data)
+                self._streamed += n
+                self._changed.notify_all()
+            data = data[n:]
+
+    def _plan_part(self, start: int) -> int:
+        """The declared size of the streamed part that starts at byte ``start``.
+
+        Without ``size_hint``: S3's smallest part, 5 MiB (or ``part_bytes`` if smaller): the part
+        the body ends in is sent again with its real size at ``commit``, and the smallest part
+        bounds what goes out twice (2.5 MiB on average instead of 4 at 8 MiB parts). With it (the body's size, or an upper bound: a multipart
+        form's request length), the parts are cut so that the body's end falls on a part
+        boundary: the last planned part ends ``_HINT_SLACK`` before the bound, and what comes
+        after it (the form's closing boundary, its later fields, or up to ``_HINT_SLACK`` bytes
+        of the file) is a small last part. Every part but the last stays >= 5 MiB.
+        """
+        left = None if self._size_hint is None else self._size_hint - start - _HINT_SLACK
+        if left is None or left + _HINT_SLACK <= 0:
+            # No hint, or the body went past it: parts as small as S3 allows.
+            return min(self._part_bytes, _MIN_PART_BYTES)
+        if left >= self._part_bytes + _MIN_PART_BYTES:
+            return self._part_bytes
+        if left > self._part_bytes:
+            # Two parts left: keep the next one >= 5 MiB (or take all, up to 2 x 5 MiB).
+            return left - _MIN_PART_BYTES if left >= 2 * _MIN_PART_BYTES else left
+        if left >= _MIN_PART_BYTES:
+            return left
+        # Less than 5 MiB left: a part that may not be the last would be too small, so this one
+        # runs to the bound (if the body ends before it, it is sent again, as without a hint).
+        return max(1, left + _HINT_SLACK)
+
+    def _end_current(self, *, abort: bool) -> None:
+        """No more bytes: the part being filled ends here (shorter than declared)."""
+        with self._changed:
+            if self._current is not None:
+                self._current.ended = True
+                self._current.aborted = abort
+                self._changed.notify_all()
+            self._current = None
+
+    def _submit(self, job: Any, arg: Any) -> None:
+        if self._created is None:  # (never: the first part creates the upload)
+            raise RuntimeError("no multipart upload")
+        future = self._executor.submit(job, self._created, arg)
+        future.add_done_callback(self._notify)
+        self._pending.append(future)
+
+    def _notify(self, _future: object) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _create(self) -> str:
+        with translated("create_multipart_upload", self.bucket, self.key):
+            response = self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType=self.content_type, ChecksumAlgorithm="SHA256"
+            )
+        return str(response["UploadId"])
+
+    def _upload_first(self, created: concurrent.futures.Future[str], part: bytearray) -> dict[str, Any]:
+        return self._upload_from_memory(created.result(), 1, memoryview(part))
+
+    def _upload_from_memory(self, upload_id: str, number: int, body: memoryview) -> dict[str, Any]:
+        digest = hashlib.sha256(body).digest()
+        with translated("upload_part", self.bucket, self.key):
+            etag = self._direct.upload_part(self.bucket, self.key, upload_id, number, body, sha256=digest)
+        return {"PartNumber": number, "ETag": etag, "ChecksumSHA256": base64.b64encode(digest).decode("ascii")}
+
+    def _upload_streamed(self, created: concurrent.futures.Future[str], part: _StreamedPart) -> dict[str, Any]:
+        upload_id = created.result()  # raises the creation's StorageError
+        try:
+            if part.aborted:
+                raise TruncatedBody(part.number)
+            with translated("upload_part", self.bucket, self.key):
+                etag = self._direct.upload_part_streamed(
+                    self.bucket, self.key, upload_id, part.number, part.size, part.chunks, lambda: part.sha256
+                )
+        except TruncatedBody:
+            if part.aborted:
+                raise StorageError(f"s3 upload_part {self.bucket}/{self.key}: aborted", transient=False) from None
+            # The body ended inside this part: it is the last one, sent again with its real size.
+            return self._upload_from_memory(upload_id, part.number, memoryview(part.buffer)[: part.filled])
+        return {"PartNumber": part.number, "ETag": etag, "ChecksumSHA256": base64.b64encode(part.sha256).decode("ascii")}
+
+    def _reap(self, *, block: bool) -> None:
+        """Collect finished parts (waiting for the oldest when ``block``); a failed part raises."""
+        if not self._pending:
+            return
+        if block:
+            concurrent.futures.wait(self._pending, return_when=concurrent.futures.FIRST_COMPLETED)
+        still: list[concurrent.futures.Future[dict[str, Any]]] = []
+        for future in self._pending:
+            if future.done():
+                self._done.append(future.result())  # raises the part's StorageError
+            else:
+                still.append(future)
+        self._pending = still
