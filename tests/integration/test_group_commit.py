@@ -23,7 +23,7 @@ from tests import samples
 from tests.fixtures.app import Client, LiveServer, start_api
 from tests.fixtures.services import S3Service
 from tests.integration.contract import assert_error
-from tests.integration.test_streamed_originals import multipart_uploads, s3_client
+from tests.integration.test_streamed_originals import multipart_uploads, s3_client, wait_until
 from upload_service.audit import verify_chain
 from upload_service.db.audit_models import AuditEventRow
 from upload_service.db.models import Upload
@@ -193,7 +193,7 @@ def test_a_sigkill_during_concurrent_uploads_leaves_only_complete_uploads(stream
     restarted = restart(streaming)
     try:
         rows = {row.id for row in tenant_rows(streaming.sessions, client.tenant)}
-        assert wait_for(lambda: dead_ledgers(streaming) == []), "the dead process's ledger was not swept"
+        assert wait_until(lambda: dead_ledgers(streaming) == []), "the dead process's ledger was not swept"
         stored_ids = {key.split("/")[1] for key in streaming.store.list_keys(bucket, f"{client.tenant}/")}
         assert stored_ids == rows, "an original without its row was left behind"
     finally:
@@ -217,7 +217,7 @@ def test_the_next_start_removes_originals_a_dead_process_stored_without_their_ro
     ledger.write_text(f"{recorded} {recorded_key}\n{orphan_id} {orphan_key}\n")
     restarted = restart(streaming)
     try:
-        assert wait_for(lambda: not ledger.exists())
+        assert wait_until(lambda: not ledger.exists())
         assert set(streaming.store.list_keys(bucket, f"{client.tenant}/")) == {recorded_key}
         assert client.upload_count() == 1
     finally:
@@ -237,15 +237,6 @@ def restart(server: LiveServer) -> ManagedProcess:
     """Another API process on the same settings (same journal directory, bucket and DB)."""
     process, _url = start_api(server.settings, server.log_path.parent / f"restart-{time.monotonic_ns()}")
     return process
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 # --- several processes, one tenant -----------------------------------------------------------
