@@ -86,8 +86,8 @@ def test_a_delete_while_the_job_runs_leaves_nothing(
     prefix — the orphans of the original defect)."""
     upload_id = client.accepted(samples.png_bytes(300, 200), "a.png")
     failpoints.arm(upload_id, point)
-    worker_process()
-    failpoints.wait_held(upload_id, point)
+    worker = worker_process()
+    failpoints.wait_held(upload_id, point, worker)
     assert client.request("DELETE", f"/v1/uploads/{upload_id}").status_code == 204
     assert stored_keys(server, client, upload_id) == NOTHING
     assert_error(client.request("GET", f"/v1/uploads/{upload_id}"), 404, "NOT_FOUND")
@@ -115,7 +115,7 @@ def test_a_job_that_finds_its_upload_being_deleted_removes_its_artifacts(
     upload_id = client.accepted(samples.png_bytes(300, 200), "a.png")
     failpoints.arm(upload_id, "artifacts_stored")
     worker = worker_process()
-    failpoints.wait_held(upload_id, "artifacts_stored")
+    failpoints.wait_held(upload_id, "artifacts_stored", worker)
     assert stored_keys(server, client, upload_id)["artifacts"], "the artifacts were stored before the mark"
     with session_scope(server.sessions) as session:
         assert repository.mark_deleting(session, upload_id)
@@ -147,10 +147,10 @@ def test_a_killed_run_that_stored_after_the_delete_is_cleaned_by_its_retry(
     failpoints.arm(upload_id, "before_store")
     failpoints.arm(upload_id, "artifacts_stored")
     worker = worker_process()
-    failpoints.wait_held(upload_id, "before_store")
+    failpoints.wait_held(upload_id, "before_store", worker)
     assert client.request("DELETE", f"/v1/uploads/{upload_id}").status_code == 204
     failpoints.release(upload_id, "before_store")
-    horse = failpoints.wait_held(upload_id, "artifacts_stored")
+    horse = failpoints.wait_held(upload_id, "artifacts_stored", worker)
     assert stored_keys(server, client, upload_id)["artifacts"], "orphans exist now"
     kill_work_horse(worker, horse)
     wait_until(lambda: stored_keys(server, client, upload_id) == NOTHING, 30, "the retry to remove the orphans")

@@ -42,12 +42,12 @@ def kill_at(
     if point == "pipeline":
         # Held in the pipeline's sandboxed child, whose parent is the work-horse: killing the
         # work-horse there is a kill while the pipeline runs (the child dies with it).
-        child = failpoints.wait_held(upload_id, "in_pipeline")
+        child = failpoints.wait_held(upload_id, "in_pipeline", worker)
         assert stored_keys(server, client, upload_id)["artifacts"] == []
         kill_work_horse(worker, parent_pid(child))
         assert stored_keys(server, client, upload_id)["artifacts"] == []
         return
-    horse = failpoints.wait_held(upload_id, point)
+    horse = failpoints.wait_held(upload_id, point, worker)
     kill_work_horse(worker, horse)
 
 

@@ -28,15 +28,19 @@ class FailPoints:
     def arm(self, upload_id: str, name: str) -> None:
         (self.directory / f"{upload_id}.{name}.armed").touch()
 
-    def wait_held(self, upload_id: str, name: str, timeout: float = 90.0) -> int:
-        """The pid of the process holding at the point, once one does."""
+    def wait_held(self, upload_id: str, name: str, worker: ManagedProcess, timeout: float = 90.0) -> int:
+        """The pid of the process holding at the point, once one does; else the worker's log
+        says why not (the job not taken, or ended before the point)."""
         held = self.directory / f"{upload_id}.{name}.held"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if held.exists():
                 return int(held.read_text())
             time.sleep(0.02)
-        raise AssertionError(f"no work-horse reached {name} of upload {upload_id} within {timeout} s")
+        raise AssertionError(
+            f"no work-horse reached {name} of upload {upload_id} within {timeout} s; the worker's log:\n"
+            + worker.log_tail(80)
+        )
 
     def release(self, upload_id: str, name: str) -> None:
         (self.directory / f"{upload_id}.{name}.release").touch()
