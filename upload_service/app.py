@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await services.store.aclose()
             services.close()
 
     app = _App(

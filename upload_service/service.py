@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,7 +37,7 @@ from upload_service.db.errors import DatabaseError, ConstraintViolation, transla
 from upload_service.db.models import VISIBLE_STATUSES, Upload, UploadStatus
 from upload_service.errors import ErrorCode, ServiceError, StorageError
 from upload_service.groupwrites import NewUpload, Writes
-from upload_service.ingest.body import BodyHeaders, ReceivedBody, receive_body
+from upload_service.ingest.body import BodyHeaders, CountedBody, ReceivedBody, receive_body
 from upload_service.ingest.filenames import sanitize_filename
 from upload_service.ingest.formfields import metadata_with_fields
 from upload_service.ingest.jsondepth import load_json
@@ -117,7 +117,7 @@ class UploadService:
         """Accept the upload or raise; either way the decision is audited: ``upload:accepted``
         commits with the row, a rejection or a replay goes to the audit sink (a missing scope
         is the caller's ``auth:failed``, recorded where the error is answered)."""
-        counted = _CountingBody(body)
+        counted = body if isinstance(body, CountedBody) else CountedBody(body)
         try:
             accepted = await self._accept(request, counted)
         except Exception as exc:
@@ -176,11 +176,12 @@ class UploadService:
                     # that the next start sweeps (upload_service/pending.py).
                     note = self.pending.note(upload_id, original_key)
                     try:
-                        # The one hand-off to a thread: the idempotency check and the original's commit.
-                        earlier = await to_thread.run_sync(self._store_original, request, received, writers[0])
+                        earlier = await self._earlier_upload(request, received)
                         if earlier is not None:
                             accepted = earlier
                         else:
+                            # Up to one part, the original goes out from the event loop (S3).
+                            await writers[0].commit_async(received.file.sha256)
                             stored = True
                             accepted = await self._record(request, upload_id, received, metadata)
                     finally:
@@ -242,18 +243,13 @@ class UploadService:
         except StorageError:
             log.warning("could not abort the upload of an unaccepted original", exc_info=True)
 
-    def _store_original(self, request: UploadRequest, received: ReceivedBody, writer: ObjectWriter) -> Accepted | None:
-        """In a thread: an earlier upload with this Idempotency-Key (its replay: the caller
-        aborts the writer), else the original committed to the store (None)."""
-        if request.idempotency_key is not None:
-            earlier = self._find_by_idempotency_key(request)
-            if earlier is not None:
-                return self._replay(earlier, received, request.principal)
-        try:
-            writer.commit(received.file.sha256)
-        except StorageError as exc:
-            raise unavailable("object storage", exc) from exc
-        return None
+    async def _earlier_upload(self, request: UploadRequest, received: ReceivedBody) -> Accepted | None:
+        """The replay of an earlier upload with this Idempotency-Key (the caller then aborts
+        the writer), if there is one; looked up in a thread, and only when a key was given."""
+        if request.idempotency_key is None:
+            return None
+        earlier = await to_thread.run_sync(self._find_by_idempotency_key, request)
+        return None if earlier is None else self._replay(earlier, received, request.principal)
 
     async def _record(
         self, request: UploadRequest, upload_id: str, received: ReceivedBody, metadata: dict[str, Any] | None
@@ -521,19 +517,6 @@ def database_errors() -> Iterator[None]:
             yield
     except DatabaseError as exc:
         raise unavailable("database", exc) from exc
-
-
-class _CountingBody:
-    """The request body as it arrives, counting the bytes read (for the rejection's event)."""
-
-    def __init__(self, body: AsyncIterable[bytes]) -> None:
-        self._body = body
-        self.count = 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._body:
-            self.count += len(chunk)
-            yield chunk
 
 
 def unavailable(dependency: str, exc: BaseException) -> ServiceError:

@@ -161,7 +161,7 @@ def test_nginx_config_check_shows_the_cors_row(cors_server: LiveServer, tmp_path
         timeout=60, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert f"CORS (cors.allow_origins)" in result.stdout and ALLOWED in result.stdout
+    assert "CORS (cors.allow_origins)" in result.stdout and ALLOWED in result.stdout
     refused = subprocess.run(
         [sys.executable, "-m", "upload_service", "nginx-config"], env={**env, "UPLOAD_CORS__ALLOW_ORIGINS": '["*"]'},
         capture_output=True, text=True, timeout=60, cwd=tmp_path,

@@ -1,15 +1,17 @@
 """The S3 writer of the accept path against a real SeaweedFS: a body up to one part is one PUT
-(signed and sent without boto3's per-call machinery) whose bytes the server checks against the
-ingest's sha256; a larger one is a multipart upload whose parts stream while the bytes arrive,
+(signed and sent without boto3's per-call machinery, from a thread with ``commit`` or from the
+event loop with ``commit_async``) whose bytes the server checks against the ingest's sha256; a larger one is a multipart upload whose parts stream while the bytes arrive,
 each checked by the server against its own SHA-256. Whatever the path, the stored bytes are the
 file's, a wrong checksum or a server failure is a ``StorageError``, and an abort leaves no
 multipart upload behind."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +25,9 @@ from upload_service.errors import StorageError
 from upload_service.settings import MiB, StorageSettings
 from upload_service.storage import keys
 from upload_service.storage.s3 import S3ObjectStore
+from upload_service.storage.base import StoredObject
 from upload_service.storage.s3_direct import CHUNK_BYTES, DirectS3
+from tests.fixtures.services import S3Service
 
 PART = 5 * MiB
 TENANT = "acme"
@@ -66,7 +70,27 @@ def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
     return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
-def test_a_body_up_to_one_part_is_one_put_the_server_checked(store: S3ObjectStore, s3: Any, s3_settings: StorageSettings) -> None:
+#: How the accept path commits: ``commit`` (in a thread) or ``commit_async`` (on the event loop).
+WAYS = ["commit", "commit_async"]
+
+
+def commit(store: S3ObjectStore, writer: Any, sha256: str, way: str) -> StoredObject:
+    if way == "commit":
+        return writer.commit(sha256)  # type: ignore[no-any-return]
+
+    async def on_a_loop() -> StoredObject:
+        try:
+            return await writer.commit_async(sha256)  # type: ignore[no-any-return]
+        finally:
+            await store.aclose()  # as the API's shutdown: the loop's connections closed
+
+    return asyncio.run(on_a_loop())
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_body_up_to_one_part_is_one_put_the_server_checked(
+    store: S3ObjectStore, s3: Any, s3_settings: StorageSettings, way: str
+) -> None:
     bucket = s3_settings.originals_bucket
     for size in (9, 20 * 1024, 100_000, PART):
         data = os.urandom(size)
@@ -74,7 +98,7 @@ def test_a_body_up_to_one_part_is_one_put_the_server_checked(store: S3ObjectStor
         key = keys.original_key(TENANT, f"small{size}")
         writer = store.open_writer(bucket, key, content_type="application/pdf")
         write_all(writer, data)
-        stored = writer.commit(sha256)
+        stored = commit(store, writer, sha256, way)
         assert (stored.size, stored.sha256) == (size, sha256)
         assert store.get_bytes(bucket, key) == data
         assert store.head(bucket, key).sha256 == sha256  # x-amz-meta-sha256
@@ -85,30 +109,33 @@ def test_a_body_up_to_one_part_is_one_put_the_server_checked(store: S3ObjectStor
     assert open_uploads(s3, bucket) == []
 
 
+@pytest.mark.parametrize("way", WAYS)
 def test_a_wrong_sha256_is_refused_by_the_server_and_nothing_is_stored(
-    store: S3ObjectStore, s3_settings: StorageSettings
+    store: S3ObjectStore, s3_settings: StorageSettings, way: str
 ) -> None:
     bucket = s3_settings.originals_bucket
     key = keys.original_key(TENANT, "wrong")
     writer = store.open_writer(bucket, key, content_type="application/pdf")
     writer.write(b"%PDF-1.4 actual bytes")
     with pytest.raises(StorageError) as info:
-        writer.commit(hashlib.sha256(b"%PDF-1.4 claimed bytes").hexdigest())
+        commit(store, writer, hashlib.sha256(b"%PDF-1.4 claimed bytes").hexdigest(), way)
     assert info.value.transient is False
     assert "BadDigest" in str(info.value) or "Mismatch" in str(info.value)
     assert not store.exists(bucket, key)
     writer.abort()  # (a no-op after a failed commit)
 
 
-def test_a_missing_bucket_and_a_dead_endpoint_are_storage_errors(s3_settings: StorageSettings) -> None:
+@pytest.mark.parametrize("way", WAYS)
+def test_a_missing_bucket_and_a_dead_endpoint_are_storage_errors(s3_settings: StorageSettings, way: str) -> None:
     """As boto3's errors are: a missing bucket is permanent; an endpoint nobody answers at is
     transient (the API answers 503 and the client may retry)."""
     missing = S3ObjectStore(s3_settings.model_copy(update={"originals_bucket": "no-such-bucket-here"}))
     writer = missing.open_writer("no-such-bucket-here", keys.original_key(TENANT, "x"), content_type="image/png")
     writer.write(b"x")
     with pytest.raises(StorageError) as info:
-        writer.commit(hashlib.sha256(b"x").hexdigest())
+        commit(missing, writer, hashlib.sha256(b"x").hexdigest(), way)
     assert info.value.transient is False
+    assert "NoSuchBucket" in str(info.value)
 
     dead = S3ObjectStore(
         s3_settings.model_copy(
@@ -118,9 +145,34 @@ def test_a_missing_bucket_and_a_dead_endpoint_are_storage_errors(s3_settings: St
     writer = dead.open_writer(s3_settings.originals_bucket, keys.original_key(TENANT, "y"), content_type="image/png")
     writer.write(b"y")
     with pytest.raises(StorageError) as info:
-        writer.commit(hashlib.sha256(b"y").hexdigest())
+        commit(dead, writer, hashlib.sha256(b"y").hexdigest(), way)
     assert info.value.transient is True
     assert "endpoint unavailable" in str(info.value)
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_put_whose_answer_does_not_come_is_sent_again(
+    s3_service: S3Service, s3_settings: StorageSettings, s3: Any, way: str
+) -> None:
+    """The server stops answering mid-PUT (paused): the attempt times out and the PUT is
+    retried, as botocore's standard mode would, until the server is back; the object is the
+    file's bytes, stored once."""
+    store = S3ObjectStore(s3_settings.model_copy(update={"read_timeout_seconds": 1.0, "max_attempts": 6}))
+    bucket, key = s3_settings.originals_bucket, keys.original_key(TENANT, f"retried-{way}")
+    data = os.urandom(50_000)
+    writer = store.open_writer(bucket, key, content_type="application/pdf")
+    writer.write(data)
+    s3_service.process.pause()
+    resume = threading.Timer(2.5, s3_service.process.resume)
+    resume.start()
+    try:
+        stored = commit(store, writer, hashlib.sha256(data).hexdigest(), way)
+    finally:
+        resume.join()
+    assert stored.size == len(data)
+    assert store.get_bytes(bucket, key) == data
+    assert store.list_keys(bucket, f"{TENANT}/") == [key]
+    assert open_uploads(s3, bucket) == []
 
 
 @pytest.mark.parametrize(

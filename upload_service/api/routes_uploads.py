@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -23,7 +22,7 @@ from upload_service.api.errors import audit_unexpected_errors_as
 from upload_service.api.schemas import UploadList, UploadOut, UploadPatch
 from upload_service.audit import AuditAction
 from upload_service.errors import ErrorCode, ServiceError
-from upload_service.ingest.body import BodyHeaders
+from upload_service.ingest.body import BodyHeaders, CountedBody
 from upload_service.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from upload_service.metrics import ApiMetrics, type_label
 from upload_service.service import UploadRequest
@@ -46,23 +45,6 @@ _UPLOAD_BODY = {
         }
     }
 }
-
-
-class CountingStream:
-    """The request body as it arrives, counting the bytes read (for metrics); a client that
-    goes away mid-body is a ``400`` refusal like any other (the service audits it)."""
-
-    def __init__(self, stream: AsyncIterator[bytes]) -> None:
-        self._stream = stream
-        self.count = 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._stream:
-                self.count += len(chunk)
-                yield chunk
-        except ClientDisconnect:
-            raise ServiceError(ErrorCode.BAD_REQUEST, "the client disconnected before the body was complete") from None
 
 
 @router.post(
@@ -95,7 +77,8 @@ async def create_upload(
         idempotency_key=request.headers.get("idempotency-key"),
         client_addr=request.client.host if request.client else None,
     )
-    body = CountingStream(request.stream())
+    # A client gone mid-body is a 400 refusal, audited by the service like any other.
+    body = CountedBody(request.stream(), disconnects=(ClientDisconnect,))
     allowed_types = uploads.settings.limits.allowed_types
     started = time.perf_counter()
     metrics.in_flight.inc()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 
 import anyio
@@ -28,6 +28,26 @@ class BodyHeaders:
     @property
     def is_multipart(self) -> bool:
         return normalize_media_type(self.content_type).startswith("multipart/")
+
+
+class CountedBody:
+    """A request body as it arrives, counting the bytes read (the metrics' and the rejection
+    event's ``received``). ``disconnects``: the exception types the server raises when the
+    client goes away mid-body; they become a ``400`` refusal like any other. The route wraps
+    the body once, and the service reads the same count."""
+
+    def __init__(self, body: AsyncIterable[bytes], disconnects: tuple[type[BaseException], ...] = ()) -> None:
+        self._body = body
+        self._disconnects = disconnects
+        self.count = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._body:
+                self.count += len(chunk)
+                yield chunk
+        except self._disconnects:
+            raise ServiceError(ErrorCode.BAD_REQUEST, "the client disconnected before the body was complete") from None
 
 
 @dataclass(frozen=True)

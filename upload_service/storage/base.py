@@ -45,8 +45,10 @@ class ObjectWriter(Protocol):
     ``write`` takes bytes without waiting on the network (a backend that sends in the background
     bounds what it holds and says ``congested()`` until ``wait()`` — blocking — has let some of
     it go). ``commit(sha256)`` makes the object exist whole, or raises and leaves nothing;
+    ``commit_async(sha256)`` is ``commit`` for the event loop: it never blocks the loop (the
+    backend sends without a thread where it can, else commits in one).
     ``abort()`` discards everything written (safe to call twice, and after a failed commit).
-    Errors are ``StorageError``s, raised by ``write``, ``wait`` or ``commit``.
+    Errors are ``StorageError``s, raised by ``write``, ``wait`` or ``commit``/``commit_async``.
     """
 
     def write(self, data: bytes | memoryview) -> None: ...
@@ -56,6 +58,8 @@ class ObjectWriter(Protocol):
     def wait(self) -> None: ...
 
     def commit(self, sha256: str) -> StoredObject: ...
+
+    async def commit_async(self, sha256: str) -> StoredObject: ...
 
     def abort(self) -> None: ...
 
@@ -120,6 +124,11 @@ class ObjectStore(Protocol):
 
     def ensure_buckets(self) -> None:
         """Create the configured buckets if missing (start-up of local runs)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close what the store holds for the running event loop (connections of
+        ``commit_async``); the API calls it at shutdown, on its loop."""
         ...
 
     def ping(self) -> None:

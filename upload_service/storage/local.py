@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from anyio import to_thread
+
 from upload_service.durable import fsync_dir
 from upload_service.errors import ObjectNotFound, StorageError
 from upload_service.storage import keys
@@ -229,6 +231,9 @@ class LocalObjectStore:
             shutil.rmtree(self._root / bucket, ignore_errors=True)
             shutil.rmtree(self._root / _META_DIR / bucket, ignore_errors=True)
 
+    async def aclose(self) -> None:
+        """Nothing is held for the event loop."""
+
     def ping(self) -> None:
         """Raise StorageError unless the originals bucket directory is there and writable."""
         directory = self._root / self._buckets[0]
@@ -281,6 +286,10 @@ class LocalObjectWriter:
 
     def wait(self) -> None:
         return None
+
+    async def commit_async(self, sha256: str) -> StoredObject:
+        """``commit`` from the event loop: its fsyncs and rename run in a thread."""
+        return await to_thread.run_sync(self.commit, sha256)
 
     def commit(self, sha256: str) -> StoredObject:
         keys.check_sha256(sha256)

@@ -328,6 +328,9 @@ class S3ObjectStore:
             raise translate(exc, op="head_bucket", bucket=bucket, key=None) from exc
         return True
 
+    async def aclose(self) -> None:
+        await self._direct.aclose()
+
     def ping(self) -> None:
         """Raise StorageError unless the originals bucket answers an authenticated HEAD."""
         with translated("ping", self._settings.originals_bucket):

@@ -22,6 +22,7 @@ from typing import Any
 
 import botocore.exceptions
 import botocore.session
+from anyio import CancelScope, to_thread
 
 from upload_service.errors import StorageError
 from upload_service.storage import keys
@@ -243,16 +244,41 @@ class S3StreamingWriter:
                         MultipartUpload={"Parts": parts},
                     )
         except BaseException:
-            with contextlib.suppress(StorageError):  # (retried in the background if S3 is down)
-                self.abort()
-            # A PUT or Complete whose answer was lost may have stored the object all the same:
-            # the key is this upload's alone, so deleting it is always safe.
-            with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, StorageError):
-                self._client.delete_object(Bucket=self.bucket, Key=self.key)
+            self._forget_failed_commit()
             raise
+        return self._committed(sha256)
+
+    async def commit_async(self, sha256: str) -> StoredObject:
+        """``commit`` from the event loop: an original held in memory goes out as one ``PUT``
+        on the loop itself (``DirectS3.put_object_async``); a multipart one finishes in a thread."""
+        if self._created is not None:
+            return await to_thread.run_sync(self.commit, sha256)
+        keys.check_sha256(sha256)
+        if self._finished:
+            raise RuntimeError("the writer is closed")
+        try:
+            with translated("put_object", self.bucket, self.key):
+                await self._direct.put_object_async(
+                    self.bucket, self.key, self._buffer, content_type=self.content_type, sha256=sha256
+                )
+        except BaseException:
+            with CancelScope(shield=True):
+                await to_thread.run_sync(self._forget_failed_commit)
+            raise
+        return self._committed(sha256)
+
+    def _committed(self, sha256: str) -> StoredObject:
         self._finished = True
         self._buffer = bytearray()
         return StoredObject(key=self.key, size=self.size, content_type=self.content_type, sha256=sha256)
+
+    def _forget_failed_commit(self) -> None:
+        with contextlib.suppress(StorageError):  # (retried in the background if S3 is down)
+            self.abort()
+        # A PUT or Complete whose answer was lost may have stored the object all the same:
+        # the key is this upload's alone, so deleting it is always safe.
+        with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, StorageError):
+            self._client.delete_object(Bucket=self.bucket, Key=self.key)
 
     def abort(self) -> None:
         """Forget everything: stop the parts being sent, then abort the multipart upload."""
