@@ -15,7 +15,7 @@ from tests.fixtures.app import LiveServer, make_settings
 from tests.fixtures.services import RedisService, S3Service
 from tests.integration.contract import assert_error, new_request_id
 from tests.fixtures.audit import request_audit_rows
-from upload_service.api.deps import get_principal
+from upload_service.api import deps
 from upload_service.app import create_app
 from upload_service.db.engine import build_engine, build_sessionmaker
 from upload_service.db.migrate import upgrade_to_head
@@ -65,7 +65,12 @@ def test_an_unexpected_error_while_accepting_is_a_500_and_an_audited_rejection(s
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_an_unexpected_error_in_a_dependency_of_the_upload_route_is_audited(
-    anyio_backend: str, tmp_path: Path, database_url: str, redis_service: RedisService, s3_service: S3Service
+    anyio_backend: str,
+    tmp_path: Path,
+    database_url: str,
+    redis_service: RedisService,
+    s3_service: S3Service,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No live server can be made to fail inside its auth dependency on purpose: the app runs
     in-process (its lifespan builds the real DB, Redis and S3 clients) with that dependency
@@ -75,10 +80,11 @@ async def test_an_unexpected_error_in_a_dependency_of_the_upload_route_is_audite
     upgrade_to_head(settings.database)
     app = create_app(settings)
 
-    def broken_principal() -> None:
+    async def broken_principal(*_args: object) -> None:
         raise RuntimeError("secret detail at /srv/private/path")
 
-    app.dependency_overrides[get_principal] = broken_principal
+    # The upload route resolves the caller inside its one dependency (deps.get_upload_call).
+    monkeypatch.setattr(deps, "get_principal", broken_principal)
     request_id = new_request_id("fault")
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

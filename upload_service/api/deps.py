@@ -1,5 +1,6 @@
-"""Dependencies as ``Annotated`` aliases: narrow ones for routes (the upload service, the
-metrics, a DB session, the caller), and the container behind them for the few that need it.
+"""Dependencies as ``Annotated`` aliases: narrow ones for routes (the upload service, a DB
+session, the caller; the upload route's all in one, ``UploadCallDep``), and the container
+behind them for the few that need it.
 
 Request-only dependencies are ``async`` where they don't block: no thread hand-off per request.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from anyio import to_thread
@@ -15,7 +17,9 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from upload_service.api.auditing import note_auth_failure
+from upload_service.api.errors import audit_unexpected_errors_as
 from upload_service.api.requestid import request_id_of
+from upload_service.audit import AuditAction
 from upload_service.auth import Principal, authenticate_token, is_token_credential
 from upload_service.container import Services
 from upload_service.db.engine import session_scope
@@ -38,13 +42,6 @@ async def get_upload_service(services: ServicesDep) -> UploadService:
 
 
 UploadServiceDep = Annotated[UploadService, Depends(get_upload_service)]
-
-
-async def get_metrics(services: ServicesDep) -> ApiMetrics:
-    return services.metrics
-
-
-MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 
 
 def get_session(services: ServicesDep) -> Iterator[Session]:
@@ -96,8 +93,24 @@ def _keyring(request: Request) -> Keyring:
 KeyringDep = Annotated[Keyring, Depends(get_keyring)]
 
 
-async def get_request_id(request: Request) -> str:
-    return request_id_of(request.scope)
+@dataclass(frozen=True)
+class UploadCall:
+    """What the upload route needs, resolved as one dependency (the hot route: each
+    dependency FastAPI solves costs it per request)."""
+
+    uploads: UploadService
+    metrics: ApiMetrics
+    principal: Principal
+    request_id: str
 
 
-RequestIdDep = Annotated[str, Depends(get_request_id)]
+async def get_upload_call(request: Request) -> UploadCall:
+    """The upload route's dependencies. An unexpected error from here on (the caller's
+    authentication included) is an audited ``upload:rejected``."""
+    audit_unexpected_errors_as(request, AuditAction.UPLOAD_REJECTED)
+    services = await get_services(request)
+    principal = await get_principal(request, services)
+    return UploadCall(services.uploads, services.metrics, principal, request_id_of(request.scope))
+
+
+UploadCallDep = Annotated[UploadCall, Depends(get_upload_call)]

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -78,15 +77,11 @@ async def on_unhandled(request: Request, exc: Exception) -> JSONResponse:
 _UNEXPECTED_ERROR_EVENT = "unexpected_error_event"
 
 
-def audit_unexpected_errors_as(action: AuditAction) -> Callable[[Request], Awaitable[None]]:
-    """A route dependency: an exception no handler expected, raised anywhere on this route
-    (another dependency included), is also recorded as ``action`` with ``INTERNAL`` — so a
+def audit_unexpected_errors_as(request: Request, action: AuditAction) -> None:
+    """From here on, an exception no handler expected, raised anywhere on this request
+    (a later dependency included), is also recorded as ``action`` with ``INTERNAL`` — so a
     refusal is audited even when it was a bug that refused."""
-
-    async def mark(request: Request) -> None:
-        request.scope.setdefault("state", {})[_UNEXPECTED_ERROR_EVENT] = action
-
-    return mark
+    request.scope.setdefault("state", {})[_UNEXPECTED_ERROR_EVENT] = action
 
 
 def install_error_handlers(app: FastAPI) -> None:

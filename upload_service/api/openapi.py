@@ -29,7 +29,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
-from upload_service.api.deps import get_principal, get_session
+from upload_service.api.deps import get_principal, get_session, get_upload_call
 from upload_service.db.models import VISIBLE_STATUSES
 from upload_service.errors import ErrorCode
 
@@ -123,15 +123,19 @@ def _has_parameters(dependant: Dependant) -> bool:
     return any(_has_parameters(sub) for sub in dependant.dependencies)
 
 
+#: The dependencies that authenticate the caller (the upload route's one dependency does too).
+_AUTHENTICATING = frozenset({get_principal, get_upload_call})
+
+
 def needs_credential(route: Any) -> bool:
-    return get_principal in set(_dependency_calls(route.dependant))
+    return not _AUTHENTICATING.isdisjoint(_dependency_calls(route.dependant))
 
 
 def error_codes(route: Any) -> list[ErrorCode]:
     """Every code a route can answer: its own, its dependencies', the front's, and INTERNAL."""
     codes: set[ErrorCode] = {ErrorCode.INTERNAL, *FRONT_ERRORS, *ROUTE_ERRORS.get(route.name, ())}
     calls = set(_dependency_calls(route.dependant))
-    if get_principal in calls:
+    if not _AUTHENTICATING.isdisjoint(calls):
         codes |= {ErrorCode.UNAUTHENTICATED, ErrorCode.FORBIDDEN, ErrorCode.DEPENDENCY_UNAVAILABLE}
     if get_session in calls:
         codes.add(ErrorCode.DEPENDENCY_UNAVAILABLE)

@@ -10,15 +10,14 @@ import logging
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from upload_service.api.auditing import flush_task, note
 from upload_service.api.artifact_links import LINK_RESPONSE, artifact_link_response, link_expiry, wants_json
 from upload_service.api.jsonbody import BoundedJsonRoute
-from upload_service.api.deps import MetricsDep, PrincipalDep, RequestIdDep, SessionDep, UploadServiceDep
-from upload_service.api.errors import audit_unexpected_errors_as
+from upload_service.api.deps import PrincipalDep, SessionDep, UploadCallDep, UploadServiceDep
 from upload_service.api.schemas import UploadList, UploadOut, UploadPatch
 from upload_service.audit import AuditAction
 from upload_service.errors import ErrorCode, ServiceError
@@ -52,19 +51,16 @@ _UPLOAD_BODY = {
     status_code=202,
     response_model=UploadOut,
     openapi_extra=_UPLOAD_BODY,
-    # An unexpected error in a dependency (before the route body) is an upload:rejected too.
-    dependencies=[Depends(audit_unexpected_errors_as(AuditAction.UPLOAD_REJECTED))],
 )
 async def create_upload(
     request: Request,
-    uploads: UploadServiceDep,
-    metrics: MetricsDep,
-    principal: PrincipalDep,
-    request_id: RequestIdDep,
+    call: UploadCallDep,
     filename: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> JSONResponse:
     """Stream the body (never ``request.form()``: it spools without a cap) into the ingest loop.
-    The service audits its decision (accepted with the row, or rejected); the route counts it."""
+    The service audits its decision (accepted with the row, or rejected); the route counts it.
+    An unexpected error in its dependency is an ``upload:rejected`` too."""
+    uploads, metrics, principal, request_id = call.uploads, call.metrics, call.principal, call.request_id
     headers = BodyHeaders(
         content_type=request.headers.get("content-type"),
         content_length=request.headers.get("content-length"),
