@@ -81,6 +81,10 @@ def create_app(settings: Settings) -> FastAPI:
         # it, and /openapi.json, on its internal listener only.
         docs_url=None,
         redoc_url="/docs",
+        # FastAPI's native OpenTelemetry off: the service's signals are its Prometheus metrics,
+        # JSON logs and audit trail, and with it on every request asks OpenTelemetry whether a
+        # global provider is configured (~2 % of the event loop's CPU under load).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.cors = settings.cors
     install_error_handlers(app)

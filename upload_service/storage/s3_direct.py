@@ -310,8 +310,11 @@ class DirectS3:
         loop = asyncio.get_running_loop()
         session = self._aio.get(loop)
         if session is None or session.closed:
-            context = ssl.create_default_context(cafile=self._ca_bundle)
-            connector = aiohttp.TCPConnector(limit=64, ssl=context)
+            # TLS verified against the bundle botocore uses (read only for an https endpoint).
+            https = self._client.meta.endpoint_url.startswith("https:")
+            connector = aiohttp.TCPConnector(
+                limit=64, ssl=ssl.create_default_context(cafile=self._ca_bundle) if https else True
+            )
             # No headers of its own (the signed ones are all there is) and no decompression.
             session = aiohttp.ClientSession(
                 connector=connector, timeout=self._aio_timeout, auto_decompress=False,
