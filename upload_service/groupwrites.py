@@ -54,7 +54,9 @@ def write_batch(session: Session, items: list[Item]) -> list[None]:
     uploads = [item.upload for item in items if isinstance(item, NewUpload)]
     repository.insert_uploads(session, uploads)
     record_upload_events(session, uploads, EventType.UPLOAD_ACCEPTED)
-    append_events(session, [item.event if isinstance(item, NewUpload) else item for item in items])
+    # Every event here is offered to the database for the first time (a failed batch's events
+    # go to the audit writer, which checks for ones already stored): no lookup needed.
+    append_events(session, [item.event if isinstance(item, NewUpload) else item for item in items], new=True)
     return [None] * len(items)
 
 

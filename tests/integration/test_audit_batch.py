@@ -4,6 +4,8 @@ order, skips events already stored, and continues chains the single-event path s
 
 from __future__ import annotations
 
+import pytest
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.fixtures.audit import make_event, stored_rows
@@ -45,3 +47,22 @@ def test_a_rolled_back_batch_leaves_the_heads_as_they_were(sessions: sessionmake
     with sessions() as session:
         assert verify_chain(session) == []
         assert {h.chain: h.seq for h in session.query(AuditChainHead)} == {"acme": 2, "new": 1}
+
+
+def test_a_new_batch_skips_the_lookup_and_a_stored_event_still_fails_it_whole(sessions: sessionmaker[Session]) -> None:
+    """``new=True`` (the group commit's batches): no lookup of stored events, a repeat within
+    the batch is still dropped, and an event already stored is refused by the unique event id:
+    the whole transaction fails and the chain is as it was."""
+    stored = make_event("acme")
+    with session_scope(sessions) as session:
+        assert append_events(session, [stored]) == [True]
+    fresh = make_event("acme")
+    with session_scope(sessions) as session:
+        assert append_events(session, [fresh, fresh], new=True) == [True, False]
+    with pytest.raises(IntegrityError):
+        with session_scope(sessions) as session:
+            append_events(session, [make_event("acme"), stored], new=True)
+    with sessions() as session:
+        assert verify_chain(session) == []
+        assert {h.chain: h.seq for h in session.query(AuditChainHead)} == {"acme": 2}
+    assert [row.event_id for row in stored_rows(sessions, "acme")] == [stored.event_id, fresh.event_id]
