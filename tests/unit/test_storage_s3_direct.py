@@ -55,7 +55,7 @@ def test_the_declared_length_is_the_framed_length(size: int) -> None:
 def plan(size_hint: int | None, body: int, part: int = 8 * MiB) -> list[int]:
     """The sizes of the parts a body of ``body`` bytes goes up in (the first part is ``part``)."""
     writer = S3StreamingWriter(
-        None, None, None, "b", "k", content_type="x", part_bytes=part, in_flight=2, size_hint=size_hint  # type: ignore[arg-type]
+        None, None, None, None, "b", "k", content_type="x", part_bytes=part, in_flight=2, size_hint=size_hint  # type: ignore[arg-type]
     )
     sizes, start = [part], part
     while start < body:
@@ -73,7 +73,7 @@ def test_with_a_size_hint_every_part_but_the_last_is_5_mib_and_none_is_cut_short
     declared more than the body held (a part cut short would be sent again)."""
     hint = body + extra
     writer = S3StreamingWriter(
-        None, None, None, "b", "k", content_type="x", part_bytes=8 * MiB, in_flight=2, size_hint=hint  # type: ignore[arg-type]
+        None, None, None, None, "b", "k", content_type="x", part_bytes=8 * MiB, in_flight=2, size_hint=hint  # type: ignore[arg-type]
     )
     start, sizes = 8 * MiB, [8 * MiB]
     while start < body:

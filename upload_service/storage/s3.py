@@ -1,6 +1,7 @@
 """The S3 backend's object store. With ``s3_writer.py`` (the streaming writer of originals),
-``s3_direct.py`` (the accept path's signed requests) and ``s3_errors.py`` (SDK errors to
-``StorageError``), the only modules that import boto3/botocore (and s3transfer).
+``s3_direct.py`` (the accept path's signed requests), ``s3_loop.py`` (a whole original's PUT
+from the event loop) and ``s3_errors.py`` (SDK errors to ``StorageError``), the only modules
+that import boto3/botocore (and s3transfer, aiohttp, urllib3).
 
 It works against AWS S3 and S3-compatible servers (SeaweedFS, MinIO). Every SDK failure leaves
 the backend as a ``StorageError`` (``s3_errors.py``): network faults, timeouts, 5xx and
@@ -34,6 +35,7 @@ from upload_service.settings import StorageSettings
 from upload_service.storage import keys
 from upload_service.storage.base import StoredObject, content_disposition
 from upload_service.storage.s3_direct import DirectS3
+from upload_service.storage.s3_loop import LoopPuts
 from upload_service.storage.s3_errors import (
     TRANSFER_ERRORS, TRANSIENT_CODES, b64_sha256, error_code, http_status, translate, translated,
 )
@@ -79,6 +81,7 @@ class S3ObjectStore:
         )
         #: The accept path's PutObject/UploadPart, without boto3's per-call machinery.
         self._direct = DirectS3(settings, self._client, core)
+        self._loop_puts = LoopPuts(self._direct, settings)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         # Presigned URLs are signed for the host clients reach (SigV4 signs Host): a second
@@ -147,6 +150,7 @@ class S3ObjectStore:
         return S3StreamingWriter(
             self._client,
             self._direct,
+            self._loop_puts,
             self._executor,
             bucket,
             key,
@@ -329,7 +333,7 @@ class S3ObjectStore:
         return True
 
     async def aclose(self) -> None:
-        await self._direct.aclose()
+        await self._loop_puts.aclose()
 
     def ping(self) -> None:
         """Raise StorageError unless the originals bucket answers an authenticated HEAD."""

@@ -9,11 +9,8 @@ connection pool (the HTTP library botocore itself uses): ~0.8–0.9 ms per PUT o
 ``PutObject`` of an original up to one part and ``UploadPart`` of a streamed original —
 everything else stays with boto3 (``s3.py``).
 
-A whole original (up to one part) is ``PUT`` from the API's event loop (``put_object_async``,
-over an aiohttp connection pool), not from a thread: with 32 uploads in flight, a thread per
-``PUT`` plus ``http.client`` costs ~1.6 ms of CPU per request here against ~0.7–0.9 ms this
-way (docs/architecture.md, "Object storage"). The streamed parts of large originals stay on
-threads (they wait for bytes as they arrive). Both paths sign, retry and fail alike.
+The API sends a whole original (up to one part) from its event loop instead (``s3_loop.py``),
+with this module's URL, signature, retry policy and errors.
 
 What boto3 would do and this module does too:
 - the URL is the one boto3's endpoint rules give for the bucket (path or virtual-host style,
@@ -39,19 +36,15 @@ known once its last byte has gone out, so it travels in the trailer of an ``aws-
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import random
 import re
-import ssl
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import botocore.credentials
 import botocore.exceptions
 import urllib3
@@ -125,21 +118,16 @@ class DirectS3:
             self._explicit = botocore.credentials.Credentials(
                 settings.access_key_id.get_secret_value(), settings.secret_access_key.get_secret_value()
             )
-        self._ca_bundle = session.get_config_variable("ca_bundle") or _default_ca_bundle()
+        #: The CA bundle botocore verifies TLS against (``s3_loop`` uses it too).
+        self.ca_bundle: str = session.get_config_variable("ca_bundle") or _default_ca_bundle()
+        self.https = str(client.meta.endpoint_url).startswith("https:")
         self._pool = urllib3.PoolManager(
             num_pools=8,
             maxsize=32,
             retries=False,
             timeout=urllib3.Timeout(connect=settings.connect_timeout_seconds, read=settings.read_timeout_seconds),
             cert_reqs="CERT_REQUIRED",
-            ca_certs=self._ca_bundle,
-        )
-        self._aio_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.connect_timeout_seconds, sock_read=settings.read_timeout_seconds
-        )
-        #: One aiohttp session per event loop that sent a PUT (the API process has one).
-        self._aio: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
-            weakref.WeakKeyDictionary()
+            ca_certs=self.ca_bundle,
         )
         self._bases: dict[str, str] = {}
         self._bases_lock = threading.Lock()
@@ -164,34 +152,8 @@ class DirectS3:
         self, bucket: str, key: str, body: bytes | bytearray | memoryview, *, content_type: str, sha256: str
     ) -> None:
         """One ``PutObject`` whose bytes the server checks against ``sha256`` (hex)."""
-        headers = _put_headers(len(body), content_type, sha256)
+        headers = put_headers(len(body), content_type, sha256)
         self._send("PutObject", "PUT", self.url(bucket, key), headers, lambda: body, payload_sha256=sha256)
-
-    async def put_object_async(
-        self, bucket: str, key: str, body: bytes | bytearray, *, content_type: str, sha256: str
-    ) -> None:
-        """``put_object`` from the running event loop, without a thread: the same request,
-        signature, retries and errors. The caller must not change ``body`` meanwhile."""
-        url = self.url(bucket, key)
-        headers = _put_headers(len(body), content_type, sha256)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._attempt_async("PutObject", url, headers, body, sha256)
-            except (
-                botocore.exceptions.ClientError, botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError
-            ) as exc:
-                pause = self._retry_pause(exc, attempt)
-                if pause is None:
-                    raise
-            await asyncio.sleep(pause)
-
-    async def aclose(self) -> None:
-        """Close the running loop's connections (the API's shutdown)."""
-        session = self._aio.pop(asyncio.get_running_loop(), None)
-        if session is not None:
-            await session.close()
 
     def upload_part(
         self, bucket: str, key: str, upload_id: str, number: int, body: bytes | bytearray | memoryview, *, sha256: bytes
@@ -260,12 +222,12 @@ class DirectS3:
             except (
                 botocore.exceptions.ClientError, botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError
             ) as exc:
-                pause = self._retry_pause(exc, attempt)
+                pause = self.retry_pause(exc, attempt)
                 if pause is None:
                     raise
             time.sleep(pause)
 
-    def _retry_pause(self, error: Exception, attempt: int) -> float | None:
+    def retry_pause(self, error: Exception, attempt: int) -> float | None:
         """How long to wait before another attempt after ``error`` (botocore's standard mode:
         connection errors, 5xx and throttling, full-jitter backoff), or None to give up."""
         if attempt >= self._max_attempts:
@@ -277,56 +239,17 @@ class DirectS3:
         # Full jitter, as botocore's standard mode: rand(0, 1) * 2 ** (attempt - 1) seconds.
         return min(_MAX_BACKOFF_SECONDS, random.random() * 2 ** (attempt - 1))
 
-    def _signed(self, method: str, url: str, headers: Mapping[str, str], payload_sha256: str) -> dict[str, str]:
+    def signed_headers(self, method: str, url: str, headers: Mapping[str, str], payload_sha256: str) -> dict[str, str]:
         """``headers`` with the SigV4 ones added (a fresh signature per attempt)."""
         request = AWSRequest(method=method, url=url, headers=dict(headers))
         request.context["payload_sha256"] = payload_sha256
         self._signer().add_auth(request)
         return dict(request.headers.items())
 
-    async def _attempt_async(
-        self, operation: str, url: str, headers: Mapping[str, str], body: bytes | bytearray, payload_sha256: str
-    ) -> None:
-        signed = self._signed("PUT", url, headers, payload_sha256)
-        endpoint = url.split("?", 1)[0]
-        try:
-            async with self._aio_session().put(url, data=body, headers=signed, allow_redirects=False) as response:
-                data = await response.read()
-        except aiohttp.ClientSSLError as exc:
-            raise botocore.exceptions.SSLError(endpoint_url=endpoint, error=exc) from exc
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise botocore.exceptions.ConnectTimeoutError(endpoint_url=endpoint, error=exc) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise botocore.exceptions.EndpointConnectionError(endpoint_url=endpoint, error=exc) from exc
-        except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as exc:
-            raise botocore.exceptions.ReadTimeoutError(endpoint_url=endpoint, error=exc) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            # Reset, closed or broken connections (also a body that could not be sent).
-            raise botocore.exceptions.ConnectionClosedError(endpoint_url=endpoint, error=exc) from exc
-        if response.status >= 300:
-            raise _client_error(operation, response.status, data, response.headers)
-
-    def _aio_session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        session = self._aio.get(loop)
-        if session is None or session.closed:
-            # TLS verified against the bundle botocore uses (read only for an https endpoint).
-            https = self._client.meta.endpoint_url.startswith("https:")
-            connector = aiohttp.TCPConnector(
-                limit=64, ssl=ssl.create_default_context(cafile=self._ca_bundle) if https else True
-            )
-            # No headers of its own (the signed ones are all there is) and no decompression.
-            session = aiohttp.ClientSession(
-                connector=connector, timeout=self._aio_timeout, auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            )
-            self._aio[loop] = session
-        return session
-
     def _attempt(
         self, operation: str, method: str, url: str, headers: dict[str, str], body: Any, payload_sha256: str
     ) -> urllib3.BaseHTTPResponse:
-        signed = self._signed(method, url, headers, payload_sha256)
+        signed = self.signed_headers(method, url, headers, payload_sha256)
         try:
             response = self._pool.urlopen(method, url, body=body, headers=signed, redirect=False, preload_content=True)
         except TruncatedBody:
@@ -343,7 +266,7 @@ class DirectS3:
             # Reset, closed or broken connections (also a body that could not be sent).
             raise botocore.exceptions.ConnectionClosedError(endpoint_url=url.split("?", 1)[0], error=exc) from exc
         if response.status >= 300:
-            raise _client_error(operation, response.status, response.data or b"", response.headers)
+            raise client_error(operation, response.status, response.data or b"", response.headers)
         return response
 
     def _signer(self) -> S3SigV4Auth:
@@ -356,7 +279,7 @@ class DirectS3:
         return _PrecomputedPayloadAuth(credentials, "s3", self._region)
 
 
-def _put_headers(size: int, content_type: str, sha256: str) -> dict[str, str]:
+def put_headers(size: int, content_type: str, sha256: str) -> dict[str, str]:
     """A ``PutObject``'s headers: the server checks the bytes against ``sha256`` (hex)."""
     return {
         "Content-Type": content_type,
@@ -366,7 +289,7 @@ def _put_headers(size: int, content_type: str, sha256: str) -> dict[str, str]:
     }
 
 
-def _client_error(
+def client_error(
     operation: str, status: int, data: bytes, headers: Mapping[str, str]
 ) -> botocore.exceptions.ClientError:
     """The ``ClientError`` botocore would raise for this error response."""

@@ -1,6 +1,7 @@
 """The S3 backend's ``ObjectWriter``: an original streamed to S3 while the body arrives.
 
-Up to one part it stays in memory and goes out as one ``PUT`` at commit; past it a multipart
+Up to one part it stays in memory and goes out as one ``PUT`` at commit (from the event loop
+with ``commit_async``: ``s3_loop.py``); past it a multipart
 upload whose first part goes from memory and every later part streams while its bytes arrive
 (``s3_direct.py`` sends them); the last part and ``CompleteMultipartUpload`` at commit. Any
 abort (a refusal, a disconnect) aborts the multipart upload, retried in the background while
@@ -28,6 +29,7 @@ from upload_service.errors import StorageError
 from upload_service.storage import keys
 from upload_service.storage.base import StoredObject
 from upload_service.storage.s3_direct import CHUNK_BYTES, DirectS3, TruncatedBody
+from upload_service.storage.s3_loop import LoopPuts
 from upload_service.storage.s3_errors import translated
 
 #: How far the reader may run ahead of what went out to S3 (the bytes left to send after the
@@ -108,7 +110,8 @@ class S3StreamingWriter:
 
     Up to one part is held in memory; a body that never grows past it goes out as one
     ``PutObject`` at ``commit`` (signed with the whole file's sha256 and carrying it as
-    ``x-amz-checksum-sha256``, which the server verifies; sent by ``DirectS3``). The first byte
+    ``x-amz-checksum-sha256``, which the server verifies; sent by ``DirectS3``, or by
+    ``LoopPuts`` from the event loop with ``commit_async``). The first byte
     past one part starts a multipart upload: the first part goes out from memory, and every
     later part is *streamed*: an ``UploadPart`` (of a size ``_plan_part`` chooses: 5 MiB, or cut
     to ``size_hint``) starts with its first byte and sends its bytes while they arrive, so the reader runs at most ``_LEAD_BYTES`` ahead of
@@ -133,6 +136,7 @@ class S3StreamingWriter:
         self,
         client: Any,
         direct: DirectS3,
+        loop_puts: LoopPuts,
         executor: concurrent.futures.Executor,
         bucket: str,
         key: str,
@@ -144,6 +148,7 @@ class S3StreamingWriter:
     ) -> None:
         self._client = client
         self._direct = direct
+        self._loop_puts = loop_puts
         self._executor = executor
         self.bucket, self.key, self.content_type = bucket, key, content_type
         self._part_bytes = part_bytes
@@ -250,7 +255,7 @@ class S3StreamingWriter:
 
     async def commit_async(self, sha256: str) -> StoredObject:
         """``commit`` from the event loop: an original held in memory goes out as one ``PUT``
-        on the loop itself (``DirectS3.put_object_async``); a multipart one finishes in a thread."""
+        on the loop itself (``LoopPuts.put_object``); a multipart one finishes in a thread."""
         if self._created is not None:
             return await to_thread.run_sync(self.commit, sha256)
         keys.check_sha256(sha256)
@@ -258,7 +263,7 @@ class S3StreamingWriter:
             raise RuntimeError("the writer is closed")
         try:
             with translated("put_object", self.bucket, self.key):
-                await self._direct.put_object_async(
+                await self._loop_puts.put_object(
                     self.bucket, self.key, self._buffer, content_type=self.content_type, sha256=sha256
                 )
         except BaseException:
