@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +13,11 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from upload_service.settings import DatabaseSettings
+
+log = logging.getLogger(__name__)
+
+#: How long a fork waits for this process's open SQLite transactions to end.
+FORK_WAIT_SECONDS = 10.0
 
 
 def build_engine(settings: DatabaseSettings) -> Engine:
@@ -23,6 +31,7 @@ def build_engine(settings: DatabaseSettings) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, echo=settings.echo, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
+        _FORK_GUARD.watch(engine)
         return engine
     connect_args = {"connect_timeout": 3} if url.startswith("postgresql") else {}
     return create_engine(
@@ -37,6 +46,67 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+class _SqliteForkGuard:
+    """A fork waits until no SQLite transaction of this process is open.
+
+    SQLite keeps the locks its connections hold in per-process memory, which a forked child
+    inherits as it was: forked while another thread's transaction held the write lock, the child
+    (an RQ work-horse beside the worker's webhook dispatcher, say) sees that lock as held by a
+    connection of its own process forever, and its first write waits out the whole busy timeout
+    (30 s) and fails. So every SQLite transaction is counted (SQLAlchemy's ``begin``, ``commit``
+    and ``rollback``), and ``os.fork`` (``os.register_at_fork``) waits until none is open and
+    holds new ones back until the fork is done. A fork from inside a transaction of its own
+    thread can't wait for it: it goes ahead after ``FORK_WAIT_SECONDS``, with a warning."""
+
+    def __init__(self) -> None:
+        self._state = threading.Condition()
+        self._open = 0
+        self._forking = False
+        self._registered = False
+
+    def watch(self, engine: Engine) -> None:
+        event.listen(engine, "begin", self._begin)
+        event.listen(engine, "commit", self._end)
+        event.listen(engine, "rollback", self._end)
+        if not self._registered:
+            self._registered = True
+            os.register_at_fork(
+                before=self._before_fork, after_in_parent=self._after_fork_in_parent,
+                after_in_child=self._after_fork_in_child,
+            )
+
+    def _begin(self, _connection: Any) -> None:
+        with self._state:
+            while self._forking:
+                self._state.wait()
+            self._open += 1
+
+    def _end(self, _connection: Any) -> None:
+        with self._state:
+            self._open = max(0, self._open - 1)
+            self._state.notify_all()
+
+    def _before_fork(self) -> None:
+        self._state.acquire()  # held across the fork: no transaction starts or ends meanwhile
+        self._forking = True
+        if not self._state.wait_for(lambda: self._open == 0, timeout=FORK_WAIT_SECONDS):
+            log.warning("forking with %d SQLite transaction(s) open in this process", self._open)
+
+    def _after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._state.notify_all()
+        self._state.release()
+
+    def _after_fork_in_child(self) -> None:
+        # The child has only the forking thread: none of the parent's transactions are its own.
+        self._state = threading.Condition()
+        self._open = 0
+        self._forking = False
+
+
+_FORK_GUARD = _SqliteForkGuard()
 
 
 def build_sessionmaker(engine: Engine) -> sessionmaker[Session]:
