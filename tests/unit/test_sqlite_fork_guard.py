@@ -75,7 +75,7 @@ def test_a_child_forked_during_another_threads_write_can_write(tmp_path: Path) -
 
 
 def test_a_fork_with_no_transaction_open_does_not_wait(tmp_path: Path) -> None:
-    """Every kind of session use ends its count (commit, rollback, a read closed unused), so a
+    """Every kind of session use returns its connection (commit, rollback, a read closed unused), so a
     later fork goes at once."""
     settings, engine = database(tmp_path)
     sessions = build_sessionmaker(engine)

@@ -16,7 +16,7 @@ from upload_service.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
 
-#: How long a fork waits for this process's open SQLite transactions to end.
+#: How long a fork waits for this process's SQLite connections in use to be returned.
 FORK_WAIT_SECONDS = 10.0
 
 
@@ -49,16 +49,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class _SqliteForkGuard:
-    """A fork waits until no SQLite transaction of this process is open.
+    """A fork waits until no SQLite connection of this process is in use.
 
     SQLite keeps the locks its connections hold in per-process memory, which a forked child
     inherits as it was: forked while another thread's transaction held the write lock, the child
     (an RQ work-horse beside the worker's webhook dispatcher, say) sees that lock as held by a
     connection of its own process forever, and its first write waits out the whole busy timeout
-    (30 s) and fails. So every SQLite transaction is counted (SQLAlchemy's ``begin``, ``commit``
-    and ``rollback``), and ``os.fork`` (``os.register_at_fork``) waits until none is open and
-    holds new ones back until the fork is done. A fork from inside a transaction of its own
-    thread can't wait for it: it goes ahead after ``FORK_WAIT_SECONDS``, with a warning."""
+    (30 s) and fails. So the SQLite connections checked out of the pool are counted (a
+    connection holds a lock only while checked out: it is rolled back when returned; SQLAlchemy's
+    ``commit``/``rollback`` events would come too early, before the DBAPI call that ends the
+    transaction), and ``os.fork`` (``os.register_at_fork``) waits until none is out and holds
+    new checkouts back until the fork is done. A fork while its own thread holds a connection
+    can't wait for it: it goes ahead after ``FORK_WAIT_SECONDS``, with a warning."""
 
     def __init__(self) -> None:
         self._state = threading.Condition()
@@ -67,9 +69,8 @@ class _SqliteForkGuard:
         self._registered = False
 
     def watch(self, engine: Engine) -> None:
-        event.listen(engine, "begin", self._begin)
-        event.listen(engine, "commit", self._end)
-        event.listen(engine, "rollback", self._end)
+        event.listen(engine, "checkout", self._begin)
+        event.listen(engine, "checkin", self._end)
         if not self._registered:
             self._registered = True
             os.register_at_fork(
@@ -77,22 +78,22 @@ class _SqliteForkGuard:
                 after_in_child=self._after_fork_in_child,
             )
 
-    def _begin(self, _connection: Any) -> None:
+    def _begin(self, *_pool_event: Any) -> None:
         with self._state:
             while self._forking:
                 self._state.wait()
             self._open += 1
 
-    def _end(self, _connection: Any) -> None:
+    def _end(self, *_pool_event: Any) -> None:
         with self._state:
             self._open = max(0, self._open - 1)
             self._state.notify_all()
 
     def _before_fork(self) -> None:
-        self._state.acquire()  # held across the fork: no transaction starts or ends meanwhile
+        self._state.acquire()  # held across the fork: no connection is taken or returned meanwhile
         self._forking = True
         if not self._state.wait_for(lambda: self._open == 0, timeout=FORK_WAIT_SECONDS):
-            log.warning("forking with %d SQLite transaction(s) open in this process", self._open)
+            log.warning("forking with %d SQLite connection(s) of this process in use", self._open)
 
     def _after_fork_in_parent(self) -> None:
         self._forking = False
@@ -100,7 +101,7 @@ class _SqliteForkGuard:
         self._state.release()
 
     def _after_fork_in_child(self) -> None:
-        # The child has only the forking thread: none of the parent's transactions are its own.
+        # The child has only the forking thread: none of the parent's connections in use are its own.
         self._state = threading.Condition()
         self._open = 0
         self._forking = False
