@@ -3,9 +3,9 @@
 boto3's ``put_object`` spends ~2 ms of client CPU per call on a 20 KiB–100 KB body (parameter
 validation, serialization, a dozen event hooks, checksum handlers, the retry handler), more
 than half of the API's whole budget for a small upload. The requests here are built once
-and signed with botocore's own SigV4 signer (``S3SigV4Auth``), then sent over a urllib3
-connection pool (the HTTP library botocore itself uses): ~0.8–0.9 ms per PUT on the same server
-(docs/architecture.md, "Object storage"). Only the requests of the accept path go this way —
+and signed with SigV4 as botocore signs them (``sigv4.py``: the same bytes, the day's key kept),
+then sent over a urllib3 connection pool (the HTTP library botocore itself uses): ~0.8–0.9 ms
+per PUT on the same server (docs/architecture.md, "Object storage"). Only the requests of the accept path go this way —
 ``PutObject`` of an original up to one part and ``UploadPart`` of a streamed original —
 everything else stays with boto3 (``s3.py``).
 
@@ -48,10 +48,9 @@ from urllib.parse import quote
 import botocore.credentials
 import botocore.exceptions
 import urllib3
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
 
 from upload_service.settings import StorageSettings
+from upload_service.storage.sigv4 import Credentials, SigV4Signer
 
 #: botocore's standard retry mode: these codes and statuses are worth another attempt.
 _RETRY_CODES = frozenset(
@@ -83,14 +82,6 @@ STREAMING_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 CHUNK_BYTES = 256 * 1024
 
 
-class _PrecomputedPayloadAuth(S3SigV4Auth):
-    """botocore's S3 SigV4 signer, told the payload hash instead of hashing the body again."""
-
-    def payload(self, request: AWSRequest) -> str:
-        known = request.context.get("payload_sha256")
-        return str(known) if known else str(super().payload(request))
-
-
 class TruncatedBody(Exception):
     """A streamed body ended before its declared length (the upload's last part was shorter)."""
 
@@ -111,13 +102,13 @@ class DirectS3:
     def __init__(self, settings: StorageSettings, client: Any, session: Any) -> None:
         self._client = client
         self._session = session  # botocore session: credentials and the CA bundle
-        self._region = client.meta.region_name
+        self._signer = SigV4Signer(client.meta.region_name)
         self._max_attempts = settings.max_attempts
-        self._explicit: botocore.credentials.Credentials | None = None
+        self._explicit: Credentials | None = None
         if settings.access_key_id is not None and settings.secret_access_key is not None:
             self._explicit = botocore.credentials.Credentials(
                 settings.access_key_id.get_secret_value(), settings.secret_access_key.get_secret_value()
-            )
+            ).get_frozen_credentials()
         #: The CA bundle botocore verifies TLS against (``s3_loop`` uses it too).
         self.ca_bundle: str = session.get_config_variable("ca_bundle") or _default_ca_bundle()
         self.https = str(client.meta.endpoint_url).startswith("https:")
@@ -240,11 +231,9 @@ class DirectS3:
         return min(_MAX_BACKOFF_SECONDS, random.random() * 2 ** (attempt - 1))
 
     def signed_headers(self, method: str, url: str, headers: Mapping[str, str], payload_sha256: str) -> dict[str, str]:
-        """``headers`` with the SigV4 ones added (a fresh signature per attempt)."""
-        request = AWSRequest(method=method, url=url, headers=dict(headers))
-        request.context["payload_sha256"] = payload_sha256
-        self._signer().add_auth(request)
-        return dict(request.headers.items())
+        """``headers`` with the SigV4 ones added (a fresh signature per attempt), the payload
+        signed as ``payload_sha256`` (the ingest's hash: the body is not hashed again)."""
+        return self._signer.sign(self._credentials(), method, url, headers, payload_sha256)
 
     def _attempt(
         self, operation: str, method: str, url: str, headers: dict[str, str], body: Any, payload_sha256: str
@@ -269,14 +258,14 @@ class DirectS3:
             raise client_error(operation, response.status, response.data or b"", response.headers)
         return response
 
-    def _signer(self) -> S3SigV4Auth:
-        credentials = self._explicit
-        if credentials is None:
-            found = self._session.get_credentials()
-            if found is None:
-                raise botocore.exceptions.NoCredentialsError()
-            credentials = found.get_frozen_credentials()
-        return _PrecomputedPayloadAuth(credentials, "s3", self._region)
+    def _credentials(self) -> Credentials:
+        """The explicit keys, or the session chain's (refreshed role credentials) frozen now."""
+        if self._explicit is not None:
+            return self._explicit
+        found = self._session.get_credentials()
+        if found is None:
+            raise botocore.exceptions.NoCredentialsError()
+        return found.get_frozen_credentials()  # type: ignore[no-any-return]
 
 
 def put_headers(size: int, content_type: str, sha256: str) -> dict[str, str]:
