@@ -141,7 +141,7 @@ def build_services(settings: Settings) -> Services:
     metrics.watch_journal(audit.journal_backlog)
     metrics.add_queue_collector(queue)
     admission = Admission(settings.admission, settings.spool.dir, settings.spool.min_free_bytes, queue)
-    writes = build_writes(sessions, queue)
+    writes = build_writes(sessions, queue, gather_seconds=settings.database.group_commit_gather_ms / 1000)
     audit_sink = GroupAuditSink(writes, audit)
     pending = PendingOriginals(pending_originals_dir(settings))
     uploads = UploadService(settings, sessions, store, queue, TypeSniffer(), admission, writes, audit_sink, pending)

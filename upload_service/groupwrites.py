@@ -105,5 +105,7 @@ class GroupAuditSink:
         self._fallback.record(item)
 
 
-def build_writes(sessions: sessionmaker[Session], queue: JobQueue) -> Writes:
-    return GroupCommit(sessions, write_batch, after_commit=EnqueueBatch(queue), name="group-commit")
+def build_writes(sessions: sessionmaker[Session], queue: JobQueue, *, gather_seconds: float = 0.0) -> Writes:
+    return GroupCommit(
+        sessions, write_batch, after_commit=EnqueueBatch(queue), gather_seconds=gather_seconds, name="group-commit"
+    )

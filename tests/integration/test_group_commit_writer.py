@@ -112,3 +112,56 @@ def test_a_stopped_writer_refuses_at_once(sessions: sessionmaker[Session]) -> No
     fallen: list[object] = []
     writes.post(make_event("acme"), lambda item, _error: fallen.append(item))
     assert len(fallen) == 1
+
+
+class Sizes:
+    """``write_batch`` that records each batch's size."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def __call__(self, session: Session, items: list[NewUpload | AuditEvent]) -> list[None]:
+        self.sizes.append(len(items))
+        return write_batch(session, items)
+
+
+def test_under_load_a_batch_waits_for_company_and_a_lone_request_does_not(sessions: sessionmaker[Session]) -> None:
+    """After a batch of several items the writer waits up to ``gather_seconds`` for more, so
+    two accepts 0.2 s apart share a transaction; after a batch of one it starts at once."""
+    gate = Gate()
+    writes: GroupCommit[NewUpload | AuditEvent] = GroupCommit(sessions, gate, gather_seconds=5.0)
+    sizes = Sizes()
+    writes.start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            first = pool.submit(writes.commit_sync, new_upload())  # a lone one: no wait
+            assert gate.holding.wait(30)
+            crowd = [pool.submit(writes.commit_sync, new_upload()) for _ in range(3)]
+            while len(writes._pending) < 3:
+                threading.Event().wait(0.01)
+            gate.open()  # the three go together: a batch of several
+            first.result(30)
+            for future in crowd:
+                future.result(30)
+            writes._apply = sizes  # from here on, count the batches
+            early = pool.submit(writes.commit_sync, new_upload())
+            threading.Event().wait(0.2)
+            late = pool.submit(writes.commit_sync, new_upload())
+            early.result(30)
+            late.result(30)
+    finally:
+        writes.stop()
+    assert gate.sizes == [1, 3]
+    assert sizes.sizes == [2]  # the early one waited for the late one
+
+
+def test_a_lone_request_is_committed_without_waiting(sessions: sessionmaker[Session]) -> None:
+    sizes = Sizes()
+    writes: GroupCommit[NewUpload | AuditEvent] = GroupCommit(sessions, sizes, gather_seconds=30.0)
+    writes.start()
+    try:
+        for _ in range(3):  # one at a time, each batch of one: the 30 s window never opens
+            writes.commit_sync(new_upload(), timeout=10)
+    finally:
+        writes.stop(timeout=10)
+    assert sizes.sizes == [1, 1, 1]
