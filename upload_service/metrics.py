@@ -40,6 +40,8 @@ from upload_service.media import IMAGE, PDF
 from upload_service.pids import pid_alive
 
 INGEST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: After the body: milliseconds for a small upload, a part's upload for a large one.
+FINISH_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _JOBS_KEY = "upload:metrics:jobs"  # field "<kind>|<outcome>|<code>" → count
 _DURATION_KEY = "upload:metrics:job_seconds:{kind}"  # fields: bucket bounds, "sum", "count"
@@ -126,6 +128,12 @@ class ApiMetrics:
         self.ingest_seconds = _Histogram(
             "upload_ingest_duration_seconds", "Time from the start of an upload request to its answer",
             ["outcome"], buckets=INGEST_BUCKETS, registry=self.registry,
+        )
+        self.finish_seconds = _Histogram(
+            "upload_finish_duration_seconds",
+            "Time from an accepted upload's last body byte to its answer: the rest of the original "
+            "stored, the group commit, the enqueue",
+            buckets=FINISH_BUCKETS, registry=self.registry,
         )
         # Summed over the live processes; a dead process's files are dropped (forget_process).
         self.in_flight = _Gauge(

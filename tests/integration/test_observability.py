@@ -134,6 +134,12 @@ def test_metrics_move(server: LiveServer, client: Client) -> None:
     assert metric(after, **rejected) - metric(before, **rejected) == 1
     assert metric(after, "upload_received_bytes_total") > metric(before, "upload_received_bytes_total")
     assert metric(after, "upload_ingest_duration_seconds_count") - metric(before, "upload_ingest_duration_seconds_count") == 3
+    # The part after the last body byte: the accepted two only, each within its whole request.
+    finished = metric(after, "upload_finish_duration_seconds_count") - metric(before, "upload_finish_duration_seconds_count")
+    assert finished == 2
+    finish_sum = metric(after, "upload_finish_duration_seconds_sum") - metric(before, "upload_finish_duration_seconds_sum")
+    ingest_sum = metric(after, "upload_ingest_duration_seconds_sum") - metric(before, "upload_ingest_duration_seconds_sum")
+    assert 0 < finish_sum < ingest_sum
     assert metric(after, "upload_queue_depth", queue="images") >= 2
     assert metric(after, "upload_queue_oldest_job_age_seconds", queue="images") >= 0
     assert metric(after, "upload_uploads_in_flight") == 0

@@ -91,6 +91,8 @@ async def create_upload(
         metrics.in_flight.dec()
     upload = accepted.upload
     _count(metrics, allowed_types, "accepted", "", upload.detected_type, started, body.count)
+    if body.last_read_at is not None:
+        metrics.finish_seconds.observe(time.perf_counter() - body.last_read_at)
     return JSONResponse(
         UploadOut.of(upload).model_dump(mode="json"),
         status_code=202,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 
@@ -34,17 +35,20 @@ class CountedBody:
     """A request body as it arrives, counting the bytes read (the metrics' and the rejection
     event's ``received``). ``disconnects``: the exception types the server raises when the
     client goes away mid-body; they become a ``400`` refusal like any other. The route wraps
-    the body once, and the service reads the same count."""
+    the body once, and the service reads the same count. ``last_read_at`` (``time.perf_counter()``)
+    is when its latest chunk was read (of an accepted body: its last byte), None before any."""
 
     def __init__(self, body: AsyncIterable[bytes], disconnects: tuple[type[BaseException], ...] = ()) -> None:
         self._body = body
         self._disconnects = disconnects
         self.count = 0
+        self.last_read_at: float | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._body:
                 self.count += len(chunk)
+                self.last_read_at = time.perf_counter()
                 yield chunk
         except self._disconnects:
             raise ServiceError(ErrorCode.BAD_REQUEST, "the client disconnected before the body was complete") from None
