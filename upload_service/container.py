@@ -20,6 +20,7 @@ from upload_service.admission import Admission
 from upload_service.auth import KeyAuthenticator
 from upload_service.audit import AuditEvent, AuditWriter
 from upload_service.db.engine import build_engine, build_sessionmaker, ping
+from upload_service.catalog import UploadCatalog
 from upload_service.groupwrites import GroupAuditSink, Writes, build_writes
 from upload_service.health import Check, CheckFailed, spool_check
 from upload_service.ingest.sniff import TypeSniffer
@@ -45,6 +46,8 @@ class Services:
     queue: JobQueue
     store: ObjectStore
     uploads: UploadService
+    #: Reading, changing and deleting stored uploads.
+    catalog: UploadCatalog
     audit: AuditWriter
     admission: Admission
     metrics: ApiMetrics
@@ -145,10 +148,11 @@ def build_services(settings: Settings) -> Services:
     audit_sink = GroupAuditSink(writes, audit)
     pending = PendingOriginals(pending_originals_dir(settings))
     uploads = UploadService(settings, sessions, store, queue, TypeSniffer(), admission, writes, audit_sink, pending)
+    catalog = UploadCatalog(settings, store)
     keys = KeyAuthenticator(sessions)
     return Services(
-        settings, engine, sessions, redis, queue, store, uploads, audit, admission, metrics, writes, audit_sink, keys,
-        pending,
+        settings, engine, sessions, redis, queue, store, uploads, catalog, audit, admission, metrics, writes,
+        audit_sink, keys, pending,
     )
 
 

@@ -1,4 +1,5 @@
-"""Use cases, with no web framework in sight: accept, read, change and delete uploads.
+"""The accept use case, with no web framework in sight (reading, changing and deleting stored
+uploads is ``catalog.py``).
 
 The accept path is: stream the body through the ingest loop straight into the object store's
 writer for the original (opened once the type is decided; with S3, parts go out while the body
@@ -18,8 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -27,18 +27,16 @@ from typing import Any, Protocol
 from anyio import CancelScope, to_thread
 from sqlalchemy.orm import Session, sessionmaker
 
-from upload_service import listing
 from upload_service.admission import Admission
 from upload_service.audit import AuditAction, AuditEvent
 from upload_service.auth import Principal, Scope
 from upload_service.db import repository, token_uses
 from upload_service.db.engine import session_scope
 from upload_service.db.errors import DatabaseError, ConstraintViolation, translated
-from upload_service.db.models import VISIBLE_STATUSES, Upload, UploadStatus
+from upload_service.db.models import Upload, UploadStatus
 from upload_service.errors import ErrorCode, ServiceError, StorageError
 from upload_service.groupwrites import NewUpload, Writes
 from upload_service.ingest.body import BodyHeaders, CountedBody, ReceivedBody, receive_body
-from upload_service.ingest.filenames import sanitize_filename
 from upload_service.ingest.formfields import metadata_with_fields
 from upload_service.ingest.jsondepth import load_json
 from upload_service.ingest.sniff import TypeSniffer, normalize_media_type
@@ -48,13 +46,11 @@ from upload_service.settings import Settings
 from upload_service.storage import keys
 from upload_service.storage.base import ObjectStore, ObjectWriter
 from upload_service.tokens import narrow_limits
-from upload_service.webhooks.events import EventType
-from upload_service.webhooks.outbox import record_upload_event
+from upload_service.unavailable import database_errors, unavailable
 
 log = logging.getLogger(__name__)
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-MAX_TAGS, MAX_TAG_CHARS = 50, 64
 #: The ``declared_type`` column's width.
 MAX_DECLARED_TYPE_CHARS = 255
 
@@ -67,12 +63,6 @@ class UploadRequest:
     idempotency_key: str | None = None
     #: The client's address, for the audit events (behind nginx: the real client's).
     client_addr: str | None = None
-
-
-@dataclass(frozen=True)
-class UploadPage:
-    items: list[Upload]
-    next_cursor: str | None  # None: this is the last page
 
 
 @dataclass(frozen=True)
@@ -352,117 +342,6 @@ class UploadService:
             client_addr=request.client_addr, request_id=request.request_id or None, **fields,
         )
 
-    # --- read, change, delete ----------------------------------------------------------------
-
-    def get_upload(self, session: Session, principal: Principal, upload_id: str) -> Upload:
-        principal.require(Scope.READ, token_allowed=True)
-        return self._find(session, principal, upload_id)
-
-    def list_uploads(
-        self,
-        session: Session,
-        principal: Principal,
-        *,
-        limit: int = listing.DEFAULT_PAGE_SIZE,
-        cursor: str | None = None,
-        status: str | None = None,
-        created_after: str | None = None,
-        created_before: str | None = None,
-        tag: str | None = None,
-    ) -> UploadPage:
-        """One page of the caller's uploads, newest first (an upload token sees only its own);
-        ``next_cursor`` is None on the last page. Bad filters are 422, a bad cursor 400."""
-        principal.require(Scope.READ, token_allowed=True)
-        filters = listing.ListFilters(
-            tenant=principal.tenant,
-            token_id=principal.token_id,
-            status=listing.check_status(status, tuple(str(s) for s in VISIBLE_STATUSES)),
-            created_after=listing.parse_timestamp(created_after, "created_after"),
-            created_before=listing.parse_timestamp(created_before, "created_before"),
-            tag=listing.check_tag(tag),
-        )
-        limit = listing.check_page_size(limit)
-        after = listing.decode_cursor(cursor, filters) if cursor is not None else None
-        rows = repository.list_uploads(
-            session, filters.tenant, limit=limit + 1, token_id=filters.token_id, status=filters.status,
-            created_after=filters.created_after, created_before=filters.created_before, tag=filters.tag,
-            after=(after.created_at, after.upload_id) if after is not None else None,
-        )
-        page, more = rows[:limit], len(rows) > limit
-        next_cursor = None
-        if more:
-            last = page[-1]
-            next_cursor = listing.encode_cursor(listing.Position(last.created_at, last.id), filters)
-        return UploadPage(items=page, next_cursor=next_cursor)
-
-    def patch_upload(self, session: Session, principal: Principal, upload_id: str, changes: dict[str, Any]) -> Upload:
-        """Only the fields present in ``changes`` change; a ``None`` value clears the field."""
-        principal.require(Scope.UPLOAD)
-        if not changes:
-            raise ServiceError(ErrorCode.NO_FIELDS, "send at least one of filename, metadata, tags")
-        upload = self._find(session, principal, upload_id)
-        if "filename" in changes:
-            upload.filename = sanitize_filename(changes["filename"], max_chars=self.settings.limits.max_filename_chars)
-            if changes["filename"] is not None and upload.filename is None:
-                raise ServiceError(ErrorCode.VALIDATION_FAILED, "the filename has no usable characters")
-        if "metadata" in changes:
-            upload.metadata_ = changes["metadata"]
-        if "tags" in changes:
-            upload.tags = check_tags(changes["tags"])
-        upload.updated_at = repository.utcnow()
-        session.flush()
-        return upload
-
-    def delete_upload(self, session: Session, principal: Principal, upload_id: str) -> None:
-        """Mark the row ``deleting`` and commit, then remove the objects, then the row.
-
-        The committed mark is what a job still running checks before and after it stores
-        artifacts and when it commits ``done``: it then removes its own prefix, so whatever the
-        interleaving nothing is left. A failure after the mark answers 503 and keeps the row
-        (reads answer 404); the next DELETE, or the reconciler, finishes the job.
-        """
-        principal.require(Scope.UPLOAD)
-        upload = self._find(session, principal, upload_id, include_deleting=True)
-        if upload.status != UploadStatus.DELETING:
-            repository.mark_deleting(session, upload.id)
-            session.commit()
-        prefix = keys.upload_prefix(upload.tenant, upload.id)
-        try:
-            self.store.delete_prefix(self.settings.storage.originals_bucket, prefix)
-            self.store.delete_prefix(self.settings.storage.artifacts_bucket, prefix)
-        except StorageError as exc:
-            raise unavailable("object storage", exc) from exc
-        if repository.delete_upload(session, upload):
-            # Committed with the row's removal (the request's session), or not at all; a
-            # concurrent DELETE that removed the row first wrote the one event.
-            record_upload_event(
-                session, upload, EventType.UPLOAD_DELETED, occurred_at=repository.utcnow(), status="deleted"
-            )
-
-    def artifact_url(self, session: Session, principal: Principal, upload_id: str, name: str) -> str:
-        upload = self.get_upload(session, principal, upload_id)
-        artifact = next((a for a in upload.artifacts if a.name == name), None)
-        if artifact is None:
-            raise ServiceError(ErrorCode.NOT_FOUND, "no such artifact")
-        try:
-            return self.store.presign_get(
-                self.settings.storage.artifacts_bucket,
-                artifact.key,
-                ttl_seconds=self.settings.storage.presign_ttl_seconds,
-            )
-        except StorageError as exc:
-            raise unavailable("object storage", exc) from exc
-
-    def _find(self, session: Session, principal: Principal, upload_id: str, *, include_deleting: bool = False) -> Upload:
-        """The caller's tenant's upload, or 404 (never 403: ids of other tenants don't leak).
-
-        An upload being deleted is 404 too, except to DELETE itself (which finishes it)."""
-        upload = repository.get_upload(session, principal.tenant, upload_id, include_deleting=include_deleting)
-        if upload is None or (principal.token is not None and upload.token_id != principal.token_id):
-            # An upload token reads only the uploads it created.
-            raise ServiceError(ErrorCode.NOT_FOUND, "no such upload")
-        return upload
-
     def _db(self, work: Any) -> Any:
         with database_errors(), session_scope(self.sessions) as session:
             return work(session)
@@ -495,34 +374,3 @@ def _with_token_metadata(metadata: dict[str, Any] | None, principal: Principal) 
     """An upload token's fixed metadata, over whatever the client sent."""
     fixed = principal.token.metadata if principal.token is not None else None
     return {**(metadata or {}), **fixed} if fixed else metadata
-
-
-def check_tags(tags: list[str] | None) -> list[str] | None:
-    if tags is None:
-        return None
-    if len(tags) > MAX_TAGS or any(not t or len(t) > MAX_TAG_CHARS for t in tags):
-        raise ServiceError(
-            ErrorCode.VALIDATION_FAILED, f"at most {MAX_TAGS} tags of 1 to {MAX_TAG_CHARS} characters"
-        )
-    return list(dict.fromkeys(tags))
-
-
-@contextmanager
-def database_errors() -> Iterator[None]:
-    """The one place a database failure becomes the ``503`` contract (``db/`` has already
-    translated the driver's errors into ``DatabaseError``; a bare SQLAlchemy error is
-    translated here on its way)."""
-    try:
-        with translated():
-            yield
-    except DatabaseError as exc:
-        raise unavailable("database", exc) from exc
-
-
-def unavailable(dependency: str, exc: BaseException) -> ServiceError:
-    return ServiceError(
-        ErrorCode.DEPENDENCY_UNAVAILABLE,
-        f"{dependency} is unavailable; try again later",
-        internal=repr(exc),
-        headers={"Retry-After": "5"},
-    )

@@ -1,4 +1,4 @@
-"""Dependencies as ``Annotated`` aliases: narrow ones for routes (the upload service, a DB
+"""Dependencies as ``Annotated`` aliases: narrow ones for routes (the upload catalog, a DB
 session, the caller; the upload route's all in one, ``UploadCallDep``), and the container
 behind them for the few that need it.
 
@@ -21,12 +21,14 @@ from upload_service.api.errors import audit_unexpected_errors_as
 from upload_service.api.requestid import request_id_of
 from upload_service.audit import AuditAction
 from upload_service.auth import Principal, authenticate_token, is_token_credential
+from upload_service.catalog import UploadCatalog
 from upload_service.container import Services
 from upload_service.db.engine import session_scope
 from upload_service.errors import ServiceError
 from upload_service.metrics import ApiMetrics
-from upload_service.service import UploadService, database_errors
+from upload_service.service import UploadService
 from upload_service.tokens import Keyring
+from upload_service.unavailable import database_errors
 
 
 async def get_services(request: Request) -> Services:
@@ -37,11 +39,11 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_upload_service(services: ServicesDep) -> UploadService:
-    return services.uploads
+async def get_catalog(services: ServicesDep) -> UploadCatalog:
+    return services.catalog
 
 
-UploadServiceDep = Annotated[UploadService, Depends(get_upload_service)]
+CatalogDep = Annotated[UploadCatalog, Depends(get_catalog)]
 
 
 def get_session(services: ServicesDep) -> Iterator[Session]:

@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 from upload_service.api.auditing import flush_task, note
 from upload_service.api.artifact_links import LINK_RESPONSE, artifact_link_response, link_expiry, wants_json
 from upload_service.api.jsonbody import BoundedJsonRoute
-from upload_service.api.deps import PrincipalDep, SessionDep, UploadCallDep, UploadServiceDep
+from upload_service.api.deps import CatalogDep, PrincipalDep, SessionDep, UploadCallDep
 from upload_service.api.schemas import UploadList, UploadOut, UploadPatch
 from upload_service.audit import AuditAction
 from upload_service.errors import ErrorCode, ServiceError
@@ -128,7 +128,7 @@ def _count(
 
 @router.get("", response_model=UploadList)
 def list_uploads(
-    uploads: UploadServiceDep,
+    uploads: CatalogDep,
     principal: PrincipalDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = DEFAULT_PAGE_SIZE,
@@ -147,7 +147,7 @@ def list_uploads(
 
 
 @router.get("/{upload_id}", response_model=UploadOut)
-def read_upload(upload_id: str, uploads: UploadServiceDep, principal: PrincipalDep, session: SessionDep) -> UploadOut:
+def read_upload(upload_id: str, uploads: CatalogDep, principal: PrincipalDep, session: SessionDep) -> UploadOut:
     return UploadOut.of(uploads.get_upload(session, principal, upload_id))
 
 
@@ -155,7 +155,7 @@ def read_upload(upload_id: str, uploads: UploadServiceDep, principal: PrincipalD
 def patch_upload(
     request: Request,
     upload_id: str,
-    uploads: UploadServiceDep,
+    uploads: CatalogDep,
     principal: PrincipalDep,
     session: SessionDep,
     patch: Annotated[UploadPatch | None, Body()] = None,
@@ -171,7 +171,7 @@ def patch_upload(
 
 @router.delete("/{upload_id}", status_code=204)
 def delete_upload(
-    request: Request, upload_id: str, uploads: UploadServiceDep, principal: PrincipalDep, session: SessionDep
+    request: Request, upload_id: str, uploads: CatalogDep, principal: PrincipalDep, session: SessionDep
 ) -> Response:
     uploads.delete_upload(session, principal, upload_id)
     note(request, AuditAction.UPLOAD_DELETED, "success", upload_id=upload_id)
@@ -180,7 +180,7 @@ def delete_upload(
 
 @router.get("/{upload_id}/artifacts/{name}", status_code=307, responses=LINK_RESPONSE)
 def artifact_redirect(
-    request: Request, upload_id: str, name: str, uploads: UploadServiceDep, principal: PrincipalDep, session: SessionDep,
+    request: Request, upload_id: str, name: str, uploads: CatalogDep, principal: PrincipalDep, session: SessionDep,
     redirect: Annotated[bool, Query(description="false: answer {url, expires_at} instead of a 307")] = True,
 ) -> Response:
     expires_at = link_expiry(uploads.settings.storage.presign_ttl_seconds)
