@@ -306,13 +306,23 @@ def test_abandoned_writers_are_swept_and_writers_in_flight_kept(s3_service: S3Se
     """What a killed process leaves (an S3 multipart upload, a local temporary file) is removed
     by the start-up sweep once older than the bound; younger ones — uploads in flight — stay."""
     from upload_service.storage import build_object_store
-    from upload_service.storage.local import LocalObjectStore
 
     settings = s3_service.settings()
     store = build_object_store(settings)
     store.ensure_buckets()
     bucket = settings.originals_bucket
     old = store.open_writer(bucket, "t1/aaaa/original", content_type="application/pdf")
+    try:
+        _sweep_leaves_in_flight(old, store, s3, bucket, tmp_path)
+    finally:
+        # In a killed process its part's thread would die with it; here it must stop, or it
+        # waits out the stall bound (5 minutes) and holds up the interpreter's exit.
+        old.abort()
+
+
+def _sweep_leaves_in_flight(old: Any, store: Any, s3: Any, bucket: str, tmp_path: Any) -> None:
+    from upload_service.storage.local import LocalObjectStore
+
     old.write(pdf_bytes(9 * MiB))  # past one 8 MiB part: a multipart upload starts
     assert wait_until(lambda: len(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1, timeout=10)
     local = LocalObjectStore(tmp_path / "objects", buckets=("originals-x", "artifacts-x"))
