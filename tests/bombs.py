@@ -64,6 +64,19 @@ def jpeg_scan_bomb(side: int, extra_scans: int) -> bytes:
     return data[:eoi] + data[start:end] * extra_scans + data[eoi:]
 
 
+#: A scan budget that lets ``cpu_bomb()`` through (the most the settings allow), so a CPU or
+#: wall-clock budget has to stop it.
+CPU_BOMB_SCANS_ALLOWED = 10_000
+#: Repeated scans of a 2000 x 2000 progressive JPEG, just inside that budget: ~2 s of decoding
+#: on a fast core (5,000 took 0.9 s there, too close to a 1 s CPU budget to be sure to cross it).
+CPU_BOMB_EXTRA_SCANS = CPU_BOMB_SCANS_ALLOWED - 100
+
+
+def cpu_bomb() -> bytes:
+    """A JPEG that passes a scan budget of ``CPU_BOMB_SCANS_ALLOWED`` and decodes for seconds."""
+    return jpeg_scan_bomb(2000, CPU_BOMB_EXTRA_SCANS)
+
+
 def jpeg_with_comments(count: int) -> bytes:
     """A small JPEG with ``count`` empty COM segments before its frame header."""
     buf = io.BytesIO()

@@ -91,10 +91,10 @@ def test_scan_bomb_upload_fails_after_one_attempt_within_the_file_budget(
 def test_a_bomb_past_the_scan_budget_is_stopped_by_the_cpu_budget_once(
     server: LiveServer, client: Client, budget_worker  # type: ignore[no-untyped-def]
 ) -> None:
-    worker = budget_worker(max_jpeg_scans=10_000, max_cpu_seconds_per_file=1)
+    worker = budget_worker(max_jpeg_scans=bombs.CPU_BOMB_SCANS_ALLOWED, max_cpu_seconds_per_file=1)
 
     started = time.monotonic()
-    upload_id = client.accepted(bombs.jpeg_scan_bomb(2000, 5_000), "bomb.jpg")
+    upload_id = client.accepted(bombs.cpu_bomb(), "bomb.jpg")
     record = wait_for_status(client, upload_id, {"failed"}, timeout=server.settings.processing.max_wall_seconds_per_file)
 
     assert record["error"]["code"] == "PROCESSING_TIMEOUT"

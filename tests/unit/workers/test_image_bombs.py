@@ -122,9 +122,9 @@ def test_scans_up_to_the_budget_still_decode(sandboxed: Sandboxed) -> None:
 
 
 def test_cpu_budget_stops_a_bomb_that_the_scan_budget_lets_through(sandboxed: Sandboxed) -> None:
-    data = bombs.jpeg_scan_bomb(2000, 5_000)  # ~2.7 s of decoding on an idle core
+    data = bombs.cpu_bomb()  # seconds of decoding, well past 1 s of CPU on any core
     budget = SandboxLimits(cpu_seconds=1, memory_bytes=BUDGET.memory_bytes, wall_seconds=30)
-    lenient = ImageLimits(max_jpeg_scans=10_000)
+    lenient = ImageLimits(max_jpeg_scans=bombs.CPU_BOMB_SCANS_ALLOWED)
 
     started = time.monotonic()
     error = refused(sandboxed, data, limits=lenient, budget=budget)
@@ -137,8 +137,8 @@ def test_cpu_budget_stops_a_bomb_that_the_scan_budget_lets_through(sandboxed: Sa
 
 
 def test_wall_clock_budget_is_the_files_own_and_permanent(sandboxed: Sandboxed) -> None:
-    data = bombs.jpeg_scan_bomb(2000, 5_000)
-    lenient = ImageLimits(max_jpeg_scans=10_000)
+    data = bombs.cpu_bomb()
+    lenient = ImageLimits(max_jpeg_scans=bombs.CPU_BOMB_SCANS_ALLOWED)
     budget = SandboxLimits(cpu_seconds=60, memory_bytes=BUDGET.memory_bytes, wall_seconds=0.5)
 
     error = refused(sandboxed, data, limits=lenient, budget=budget)
