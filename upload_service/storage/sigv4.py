@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Mapping
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 #: Never signed (botocore's ``SIGNED_HEADERS_BLACKLIST``): proxies and clients may change them.
 UNSIGNED_HEADERS = frozenset(
@@ -82,7 +82,7 @@ class SigV4Signer:
                 continue
             trimmed = " ".join(value.split())
             canonical[lowered] = f"{canonical[lowered]},{trimmed}" if lowered in canonical else trimmed
-        canonical.setdefault("host", _host(url))
+        canonical.setdefault("host", _host(parts))
         names = sorted(canonical)
         signed_names = ";".join(names)
         request = "\n".join(
@@ -117,10 +117,9 @@ class SigV4Signer:
         return key
 
 
-def _host(url: str) -> str:
+def _host(parts: SplitResult) -> str:
     """The ``host`` header botocore signs: the lowercase host, IPv6 in brackets, the port unless
     it is the scheme's default, no user info."""
-    parts = urlsplit(url)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
