@@ -72,6 +72,10 @@ _RETRY_CODES = frozenset(
     }
 )
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
+#: What an attempt raises that ``retry_pause`` judges (both senders, threads and event loop).
+ATTEMPT_ERRORS = (
+    botocore.exceptions.ClientError, botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError
+)
 #: botocore's standard mode caps one backoff pause at 20 s.
 _MAX_BACKOFF_SECONDS = 20.0
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,128})</Code>")
@@ -210,9 +214,7 @@ class DirectS3:
             attempt += 1
             try:
                 return self._attempt(operation, method, url, headers, body(), payload_sha256)
-            except (
-                botocore.exceptions.ClientError, botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError
-            ) as exc:
+            except ATTEMPT_ERRORS as exc:
                 pause = self.retry_pause(exc, attempt)
                 if pause is None:
                     raise

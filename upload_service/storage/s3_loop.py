@@ -26,7 +26,7 @@ import aiohttp
 import botocore.exceptions
 
 from upload_service.settings import StorageSettings
-from upload_service.storage.s3_direct import DirectS3, client_error, put_headers
+from upload_service.storage.s3_direct import ATTEMPT_ERRORS, DirectS3, client_error, put_headers
 
 
 class LoopPuts:
@@ -51,9 +51,7 @@ class LoopPuts:
             attempt += 1
             try:
                 return await self._attempt(url, headers, body, sha256)
-            except (
-                botocore.exceptions.ClientError, botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError
-            ) as exc:
+            except ATTEMPT_ERRORS as exc:
                 pause = self._direct.retry_pause(exc, attempt)
                 if pause is None:
                     raise
