@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench import payloads
 from bench.payloads import Body, MiB
 from bench.report import Row, median
@@ -88,20 +90,23 @@ def _measure_once(target: Target, path: str, body: Body, settled_kib: int, into:
     into.seconds.append(sent.seconds)
     into.after_body.append(sent.after_body)
     if finished is not None:
-        into.after_arrival.append((_finish_seconds(target) or 0.0) - finished)
+        into.after_arrival.append(_finished_sum(target) - finished)
     into.growth_mib.append(peak_growth_mib(target.memory_pid, settled_kib))
     target.forget(sent.response, body.size)
 
 
 def _finish_seconds(target: Target) -> float | None:
-    """Ours: the API's ``upload_finish_duration_seconds`` sum so far (one request at a time, so
-    the difference around a request is that request's time after its last body byte)."""
-    if target.settings is None:
-        return None
+    """Ours (None for the others): the API's ``upload_finish_duration_seconds`` sum so far (one
+    request at a time, so the difference around a request is its time after its last body byte)."""
+    return None if target.settings is None else _finished_sum(target)
+
+
+def _finished_sum(target: Target) -> float:
     with urllib.request.urlopen(target.url + "/metrics", timeout=30) as response:
         text = response.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("upload_finish_duration_seconds_sum"))
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               if family.name == "upload_finish_duration_seconds"
+               for sample in family.samples if sample.name == "upload_finish_duration_seconds_sum")
 
 
 class S3Limit:
