@@ -205,13 +205,78 @@ def test_a_streamed_original_is_the_files_bytes(
     assert open_uploads(s3, bucket) == []
 
 
+def sent_parts(store: S3ObjectStore, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
+    """The numbers of the parts the store's own ``DirectS3`` sends, by kind of request: "plain"
+    (from memory, the checksum a header) or "streamed" (``aws-chunked``, sent while the bytes
+    arrive). The requests themselves go to the server unchanged."""
+    sent: dict[str, list[int]] = {"plain": [], "streamed": []}
+    direct = store._direct
+    plain, streamed = direct.upload_part, direct.upload_part_streamed
+
+    def record_plain(bucket: str, key: str, upload_id: str, number: int, *args: Any, **kwargs: Any) -> str:
+        sent["plain"].append(number)
+        return plain(bucket, key, upload_id, number, *args, **kwargs)
+
+    def record_streamed(bucket: str, key: str, upload_id: str, number: int, *args: Any, **kwargs: Any) -> str:
+        sent["streamed"].append(number)
+        return streamed(bucket, key, upload_id, number, *args, **kwargs)
+
+    monkeypatch.setattr(direct, "upload_part", record_plain)
+    monkeypatch.setattr(direct, "upload_part_streamed", record_streamed)
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("size", "hint", "plain", "streamed"),
+    [
+        # Five parts planned (5, 5, 5, 9.76 MiB, then the last 256 KiB): the first three go out
+        # whole once full; the two the body may end in stream.
+        (5 * PART + 12_345, 5 * PART + 12_345, [1, 2, 3], [4, 5]),
+        # A bound far above the body (a form's request length with a large field after the
+        # file): the body ends in a plain part, which goes out with its real size.
+        (3 * PART + 12_345, 6 * PART, [1, 2, 3, 4], []),
+        # No hint: any part may be the last, so every part after the first streams (and the one
+        # the body ends in, shorter than declared, goes again from memory).
+        (3 * PART + 12_345, None, [1, 4], [2, 3, 4]),
+    ],
+)
+def test_parts_the_body_cannot_end_in_go_out_whole_and_the_rest_stream(
+    store: S3ObjectStore,
+    s3: Any,
+    s3_settings: StorageSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+    hint: int | None,
+    plain: list[int],
+    streamed: list[int],
+) -> None:
+    """A plain part costs the server less than an ``aws-chunked`` one but leaves only once
+    full (either carries its SHA-256, which the server checks: the tests above and below)."""
+    sent = sent_parts(store, monkeypatch)
+    bucket = s3_settings.originals_bucket
+    data = os.urandom(size)
+    sha256 = hashlib.sha256(data).hexdigest()
+    key = keys.original_key(TENANT, "planned")
+    writer = store.open_writer(bucket, key, content_type="application/pdf", size_hint=hint)
+    write_all(writer, data)
+    stored = writer.commit(sha256)
+    assert {kind: sorted(numbers) for kind, numbers in sent.items()} == {"plain": plain, "streamed": streamed}
+    assert (stored.size, stored.sha256) == (size, sha256)
+    assert store.get_bytes(bucket, key) == data
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head["ETag"].strip('"').endswith(f"-{max(plain + streamed)}"), head["ETag"]
+    assert open_uploads(s3, bucket) == []
+
+
+@pytest.mark.parametrize("hint", [None, 6 * PART], ids=["streamed part", "plain part"])
 def test_an_abort_while_parts_stream_leaves_no_multipart_upload(
-    store: S3ObjectStore, s3: Any, s3_settings: StorageSettings
+    store: S3ObjectStore, s3: Any, s3_settings: StorageSettings, hint: int | None
 ) -> None:
     bucket = s3_settings.originals_bucket
     key = keys.original_key(TENANT, "gone")
-    writer = store.open_writer(bucket, key, content_type="application/pdf")
-    write_all(writer, os.urandom(2 * PART + MiB))  # part 1 sent, part 2 done, part 3 streaming
+    writer = store.open_writer(bucket, key, content_type="application/pdf", size_hint=hint)
+    # Part 1 sent, part 2 done, part 3 streaming or (with the hint) filling to go out whole.
+    write_all(writer, os.urandom(2 * PART + MiB))
     assert [u["Key"] for u in open_uploads(s3, bucket)] == [key]
     writer.abort()
     assert open_uploads(s3, bucket) == []

@@ -2,8 +2,9 @@
 
 Up to one part it stays in memory and goes out as one ``PUT`` at commit (from the event loop
 with ``commit_async``: ``s3_loop.py``); past it a multipart
-upload whose first part goes from memory and every later part streams while its bytes arrive
-(``s3_direct.py`` sends them); the last part and ``CompleteMultipartUpload`` at commit. Any
+upload whose parts go from memory once full, but for those the body may end in, which stream
+while their bytes arrive (``s3_direct.py`` sends them); the last part and
+``CompleteMultipartUpload`` at commit. Any
 abort (a refusal, a disconnect) aborts the multipart upload, retried in the background while
 S3 is unreachable.
 """
@@ -48,15 +49,20 @@ _ABORT_RETRY_SECONDS = (1, 2, 4, 8, 15, 30, 60, 120, 180, 180)
 log = logging.getLogger(__name__)
 
 
-class _StreamedPart:
-    """One part of a streamed original: its bytes fill ``buffer`` as they arrive while a thread
-    sends them (``chunks``), ``CHUNK_BYTES`` at a time. The bytes stay until S3 acknowledged
-    the part, so a failed attempt is retried from them, and a part the body ended in (the last,
-    shorter than its declared size) is sent again from them, with its real size."""
+class _Part:
+    """One part after the first: its bytes fill ``buffer`` as they arrive. A *streamed* part's
+    thread sends them while they arrive (``chunks``), ``CHUNK_BYTES`` at a time; a *plain*
+    part's thread waits until it is full, or the body ended in it (``whole``), and sends it as
+    one request. The bytes stay until S3 acknowledged the part, so a failed attempt is retried
+    from them, and a streamed part the body ended in (the last, shorter than its declared size)
+    is sent again from them, with its real size."""
 
-    def __init__(self, number: int, size: int, changed: threading.Condition, writer: S3StreamingWriter) -> None:
+    def __init__(
+        self, number: int, size: int, changed: threading.Condition, writer: S3StreamingWriter, *, streamed: bool
+    ) -> None:
         self.number = number
         self.size = size
+        self.streamed = streamed
         # An anonymous mapping, not a bytearray: it goes back to the OS the moment the part is
         # dropped (malloc would keep a freed 8 MiB block in its heap and let the process grow).
         self.buffer = mmap.mmap(-1, size)
@@ -79,6 +85,19 @@ class _StreamedPart:
         self.buffer[self.filled : self.filled + n] = data[:n]
         self.filled += n
         return n
+
+    def whole(self) -> memoryview:
+        """The part's bytes once it is full or the body ended in it (raises TruncatedBody if
+        the writer aborted, or left it without commit or abort)."""
+        with self._changed:
+            stalled = time.monotonic() + _STALL_SECONDS
+            while not self.full and not self.ended:
+                if not self._changed.wait(timeout=max(0.0, stalled - time.monotonic())):
+                    self.aborted = True
+                    break
+            if self.aborted:
+                raise TruncatedBody(self.number)
+        return memoryview(self.buffer)[: self.filled]  # (no byte is added once it is full or ended)
 
     def chunks(self) -> Iterator[memoryview]:
         """The part's bytes as they arrive (raises TruncatedBody if the body ends first)."""
@@ -112,11 +131,13 @@ class S3StreamingWriter:
     ``PutObject`` at ``commit`` (signed with the whole file's sha256 and carrying it as
     ``x-amz-checksum-sha256``, which the server verifies; sent by ``DirectS3``, or by
     ``LoopPuts`` from the event loop with ``commit_async``). The first byte
-    past one part starts a multipart upload: the first part goes out from memory, and every
-    later part is *streamed*: an ``UploadPart`` (of a size ``_plan_part`` chooses: 5 MiB, or cut
-    to ``size_hint``) starts with its first byte and sends its bytes while they arrive, so the reader runs at most ``_LEAD_BYTES`` ahead of
-    what went to S3 (``congested()`` until ``wait()`` has let it catch up), and at most
-    ``in_flight`` parts are unacknowledged at once. A streamed part's SHA-256 goes in the
+    past one part starts a multipart upload: the first part goes out from memory, and so does
+    every later part the body cannot end in (a *plain* part, sent once full; ``_streams``),
+    while the rest are *streamed*: an ``UploadPart`` (of a size ``_plan_part`` chooses: 5 MiB,
+    or cut to ``size_hint``) starts with its first byte and sends its bytes while they arrive,
+    so the reader runs at most ``_LEAD_BYTES`` ahead of what went to S3 (``congested()`` until
+    ``wait()`` has let it catch up). At most ``in_flight`` parts, the one filling included, are
+    unacknowledged at once. A part sent from memory carries its SHA-256 as a header; a streamed part's goes in the
     trailer of its ``aws-chunked`` body, and the server verifies it (SeaweedFS answers
     ``InvalidDigest`` to a wrong one, and checks the parts' checksums again at
     ``CompleteMultipartUpload``). The part the body ends in is shorter than it declared: that
@@ -126,7 +147,7 @@ class S3StreamingWriter:
     ``commit`` finishes the last part and sends ``CompleteMultipartUpload``; ``abort`` (or a
     failed commit) aborts the multipart upload, so nothing is left in the bucket.
 
-    Memory: at most ``in_flight`` + 1 parts (the first, then the streamed ones not yet
+    Memory: at most ``in_flight`` + 1 parts (the first, then the ones not yet
     acknowledged; a planned part is at most max(``part_bytes``, 10 MiB)), whatever the file size.
 
     Not thread-safe: one reader calls ``write``/``wait``/``commit``/``abort`` in turn.
@@ -159,7 +180,7 @@ class S3StreamingWriter:
         self._pending: list[concurrent.futures.Future[dict[str, Any]]] = []
         self._done: list[dict[str, Any]] = []
         self._next_part = 1
-        self._current: _StreamedPart | None = None
+        self._current: _Part | None = None
         #: Bytes past a full part while ``in_flight`` parts are unacknowledged (a chunk at most).
         self._overflow = bytearray()
         self._size_hint = size_hint
@@ -348,11 +369,13 @@ class S3StreamingWriter:
                     number = self._next_part
                     self._next_part += 1
                     size = self._plan_part(self._planned)
+                    streamed = self._streams(self._planned, size)
                     self._planned += size
-                    self._current = _StreamedPart(number, size, self._changed, self)
-                    self._submit(self._upload_streamed, self._current)
+                    self._current = _Part(number, size, self._changed, self, streamed=streamed)
+                    self._submit(self._upload_part, self._current)
                 n = self._current.fill(data)
-                self._streamed += n
+                if self._current.streamed:
+                    self._streamed += n
                 self._changed.notify_all()
             data = data[n:]
 
@@ -381,6 +404,19 @@ class S3StreamingWriter:
         # Less than 5 MiB left: a part that may not be the last would be too small, so this one
         # runs to the bound (if the body ends before it, it is sent again, as without a hint).
         return max(1, left + _HINT_SLACK)
+
+    def _streams(self, start: int, size: int) -> bool:
+        """Whether the part of ``size`` bytes from ``start`` is streamed (sent while its bytes
+        arrive) rather than plain (sent from memory once full).
+
+        A plain part costs S3 less: SeaweedFS spends 2-3 ms more CPU per MiB decoding an
+        ``aws-chunked`` body than checking a plain one (docs/benchmarks.md), and a plain part
+        needs no framing on our side. But it goes out only once full, so only parts that the
+        body will not end in are plain: with ``size_hint``, every part before the last planned
+        one (while it fills, the plain part before it is sent, so little is left after the
+        body's last byte); without it, none (the body may end in any of them).
+        """
+        return self._size_hint is None or start + size >= self._size_hint - _HINT_SLACK
 
     def _end_current(self, *, abort: bool) -> None:
         """No more bytes: the part being filled ends here (shorter than declared)."""
@@ -418,8 +454,14 @@ class S3StreamingWriter:
             etag = self._direct.upload_part(self.bucket, self.key, upload_id, number, body, sha256=digest)
         return {"PartNumber": number, "ETag": etag, "ChecksumSHA256": base64.b64encode(digest).decode("ascii")}
 
-    def _upload_streamed(self, created: concurrent.futures.Future[str], part: _StreamedPart) -> dict[str, Any]:
+    def _upload_part(self, created: concurrent.futures.Future[str], part: _Part) -> dict[str, Any]:
         upload_id = created.result()  # raises the creation's StorageError
+        if not part.streamed:
+            try:
+                body = part.whole()
+            except TruncatedBody:
+                raise StorageError(f"s3 upload_part {self.bucket}/{self.key}: aborted", transient=False) from None
+            return self._upload_from_memory(upload_id, part.number, body)
         try:
             if part.aborted:
                 raise TruncatedBody(part.number)
