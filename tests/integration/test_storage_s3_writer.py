@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +24,7 @@ from botocore.config import Config
 
 from upload_service.errors import StorageError
 from upload_service.settings import MiB, StorageSettings
-from upload_service.storage import keys
+from upload_service.storage import keys, s3_writer
 from upload_service.storage.s3 import S3ObjectStore
 from upload_service.storage.base import StoredObject
 from upload_service.storage.s3_direct import CHUNK_BYTES, DirectS3
@@ -266,6 +267,40 @@ def test_parts_the_body_cannot_end_in_go_out_whole_and_the_rest_stream(
     head = s3.head_object(Bucket=bucket, Key=key)
     assert head["ETag"].strip('"').endswith(f"-{max(plain + streamed)}"), head["ETag"]
     assert open_uploads(s3, bucket) == []
+
+
+def test_a_plain_part_waits_for_a_slow_body_but_not_for_a_silent_one(
+    store: S3ObjectStore, s3: Any, s3_settings: StorageSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stall bound (300 s; 1 s here) counts from the last byte that came, not from the
+    part's start: a body that keeps coming, however slowly, is stored; one that stops is not."""
+    monkeypatch.setattr(s3_writer, "_STALL_SECONDS", 1.0)
+    bucket = s3_settings.originals_bucket
+    piece = os.urandom(256 * 1024)
+
+    def started(name: str) -> tuple[str, Any, bytearray]:
+        key = keys.original_key(TENANT, name)
+        writer = store.open_writer(bucket, key, content_type="application/pdf", size_hint=6 * PART)
+        data = bytearray(os.urandom(PART + 1))
+        write_all(writer, data)  # part 1 goes out; part 2, a plain one, starts filling
+        return key, writer, data
+
+    key, writer, data = started("slow")
+    for _ in range(12):  # 2.4 s in all, never 1 s without a byte
+        time.sleep(0.2)
+        writer.write(piece)
+        data += piece
+    writer.commit(hashlib.sha256(data).hexdigest())
+    assert store.get_bytes(bucket, key) == data
+
+    key, writer, data = started("silent")
+    time.sleep(2.5)
+    with pytest.raises(StorageError):
+        writer.write(piece)
+        writer.commit(hashlib.sha256(data + piece).hexdigest())
+    writer.abort()
+    assert open_uploads(s3, bucket) == []
+    assert not store.exists(bucket, key)
 
 
 @pytest.mark.parametrize("hint", [None, 6 * PART], ids=["streamed part", "plain part"])

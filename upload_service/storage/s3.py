@@ -44,8 +44,9 @@ from upload_service.storage.s3_writer import S3StreamingWriter
 #: S3 deletes at most this many keys per DeleteObjects request.
 _DELETE_BATCH = 1000
 #: Threads that send the parts of streamed originals (shared by all uploads of a process; each
-#: upload has at most ``multipart_parts_in_flight`` parts among them). A streamed part holds its
-#: thread while its bytes arrive, so this bounds the large uploads that stream at once; the
+#: upload has at most ``multipart_parts_in_flight`` parts among them). A part holds its thread
+#: while its bytes arrive (streamed) or until it is full (plain), so this bounds the large
+#: uploads that stream at once; the
 #: pool only starts threads as they are needed.
 _PART_THREADS = 64
 log = logging.getLogger(__name__)

@@ -90,10 +90,12 @@ class _Part:
         """The part's bytes once it is full or the body ended in it (raises TruncatedBody if
         the writer aborted, or left it without commit or abort)."""
         with self._changed:
-            stalled = time.monotonic() + _STALL_SECONDS
+            seen, stalled = -1, 0.0
             while not self.full and not self.ended:
+                if self.filled != seen:  # bytes came: the stall bound counts from here
+                    seen, stalled = self.filled, time.monotonic() + _STALL_SECONDS
                 if not self._changed.wait(timeout=max(0.0, stalled - time.monotonic())):
-                    self.aborted = True
+                    self.aborted = True  # the writer was left without bytes, commit or abort
                     break
             if self.aborted:
                 raise TruncatedBody(self.number)
