@@ -139,8 +139,8 @@ class S3StreamingWriter:
     or cut to ``size_hint``) starts with its first byte and sends its bytes while they arrive,
     so the reader runs at most ``_LEAD_BYTES`` ahead of what went to S3 (``congested()`` until
     ``wait()`` has let it catch up). At most ``in_flight`` parts, the one filling included, are
-    unacknowledged at once. A part sent from memory carries its SHA-256 as a header; a streamed part's goes in the
-    trailer of its ``aws-chunked`` body, and the server verifies it (SeaweedFS answers
+    unacknowledged at once. A part sent from memory carries its SHA-256 as a header; a streamed
+    part's goes in the trailer of its ``aws-chunked`` body; the server verifies both (SeaweedFS answers
     ``InvalidDigest`` to a wrong one, and checks the parts' checksums again at
     ``CompleteMultipartUpload``). The part the body ends in is shorter than it declared: that
     request is dropped and the part sent again from memory with its real size and a
@@ -411,9 +411,9 @@ class S3StreamingWriter:
         """Whether the part of ``size`` bytes from ``start`` is streamed (sent while its bytes
         arrive) rather than plain (sent from memory once full).
 
-        A plain part costs S3 less: SeaweedFS spends 2-3 ms more CPU per MiB decoding an
-        ``aws-chunked`` body than checking a plain one (docs/benchmarks.md), and a plain part
-        needs no framing on our side. But it goes out only once full, so only parts that the
+        A plain part costs S3 less: SeaweedFS spends more CPU decoding an ``aws-chunked`` body
+        than checking a plain one (2-3 ms per MiB, part by part: docs/benchmarks.md), and a
+        plain part needs no framing on our side. But it goes out only once full, so only parts that the
         body will not end in are plain: with ``size_hint``, every part before the last planned
         one (while it fills, the plain part before it is sent, so little is left after the
         body's last byte); without it, none (the body may end in any of them).
