@@ -1,7 +1,8 @@
 """The S3 writer of the accept path against a real SeaweedFS: a body up to one part is one PUT
 (signed and sent without boto3's per-call machinery, from a thread with ``commit`` or from the
-event loop with ``commit_async``) whose bytes the server checks against the ingest's sha256; a larger one is a multipart upload whose parts stream while the bytes arrive,
-each checked by the server against its own SHA-256. Whatever the path, the stored bytes are the
+event loop with ``commit_async``) whose bytes the server checks against the ingest's sha256; a
+larger one is a multipart upload whose parts stream while the bytes arrive (or go whole, once
+full, where the body cannot end), each checked by the server against its own SHA-256. Whatever the path, the stored bytes are the
 file's, a wrong checksum or a server failure is a ``StorageError``, and an abort leaves no
 multipart upload behind."""
 
@@ -176,36 +177,6 @@ def test_a_put_whose_answer_does_not_come_is_sent_again(
     assert open_uploads(s3, bucket) == []
 
 
-@pytest.mark.parametrize(
-    ("size", "hint", "parts"),
-    [
-        (PART + 1, None, 2),
-        (3 * PART + 12_345, None, 4),
-        # The body's size known up front: the parts end on the body's end (no part sent twice).
-        (3 * PART + 12_345, 3 * PART + 12_345, 3),
-        # An upper bound (a form's request length): the last bytes go as a small last part.
-        (3 * PART + 12_345, 3 * PART + 12_345 + 700, 3),
-        (2 * PART + 3 * MiB, 2 * PART + 3 * MiB, 3),
-    ],
-)
-def test_a_streamed_original_is_the_files_bytes(
-    store: S3ObjectStore, s3: Any, s3_settings: StorageSettings, size: int, hint: int | None, parts: int
-) -> None:
-    bucket = s3_settings.originals_bucket
-    data = os.urandom(size)
-    sha256 = hashlib.sha256(data).hexdigest()
-    key = keys.original_key(TENANT, "big")
-    writer = store.open_writer(bucket, key, content_type="application/pdf", size_hint=hint)
-    write_all(writer, data)
-    stored = writer.commit(sha256)
-    assert (stored.size, stored.sha256) == (size, sha256)
-    got = store.get_bytes(bucket, key)
-    assert len(got) == size and hashlib.sha256(got).hexdigest() == sha256
-    head = s3.head_object(Bucket=bucket, Key=key)
-    assert head["ETag"].strip('"').endswith(f"-{parts}"), head["ETag"]
-    assert open_uploads(s3, bucket) == []
-
-
 def sent_parts(store: S3ObjectStore, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
     """The numbers of the parts the store's own ``DirectS3`` sends, by kind of request: "plain"
     (from memory, the checksum a header) or "streamed" (``aws-chunked``, sent while the bytes
@@ -230,18 +201,25 @@ def sent_parts(store: S3ObjectStore, monkeypatch: pytest.MonkeyPatch) -> dict[st
 @pytest.mark.parametrize(
     ("size", "hint", "plain", "streamed"),
     [
-        # Five parts planned (5, 5, 5, 9.76 MiB, then the last 256 KiB): the first three go out
-        # whole once full; the two the body may end in stream.
-        (5 * PART + 12_345, 5 * PART + 12_345, [1, 2, 3], [4, 5]),
-        # A bound far above the body (a form's request length with a large field after the
-        # file): the body ends in a plain part, which goes out with its real size.
-        (3 * PART + 12_345, 6 * PART, [1, 2, 3, 4], []),
-        # No hint: any part may be the last, so every part after the first streams (and the one
-        # the body ends in, shorter than declared, goes again from memory).
+        # No hint: any part may be the last, so every part after the first streams, and the one
+        # the body ends in (shorter than declared) goes again from memory with its real size.
+        (PART + 1, None, [1, 2], [2]),
         (3 * PART + 12_345, None, [1, 4], [2, 3, 4]),
+        # The body's size known up front: the parts end on the body's end (no part sent twice).
+        (3 * PART + 12_345, 3 * PART + 12_345, [1], [2, 3]),
+        # An upper bound (a form's request length): the last bytes go as a small last part
+        # (which ends short of its declared size, so it goes again from memory).
+        (3 * PART + 12_345, 3 * PART + 12_345 + 700, [1, 3], [2, 3]),
+        (2 * PART + 3 * MiB, 2 * PART + 3 * MiB, [1], [2, 3]),
+        # Five parts planned (5, 5, 5, 9.76 MiB, then the last 256 KiB): the first three go out
+        # whole once full (plain); the two the body may end in stream.
+        (5 * PART + 12_345, 5 * PART + 12_345, [1, 2, 3], [4, 5]),
+        # A bound far above the body (a form with a large field after the file): the body ends
+        # in a plain part, which goes out with its real size.
+        (3 * PART + 12_345, 6 * PART, [1, 2, 3, 4], []),
     ],
 )
-def test_parts_the_body_cannot_end_in_go_out_whole_and_the_rest_stream(
+def test_a_streamed_original_is_the_files_bytes(
     store: S3ObjectStore,
     s3: Any,
     s3_settings: StorageSettings,
@@ -251,19 +229,21 @@ def test_parts_the_body_cannot_end_in_go_out_whole_and_the_rest_stream(
     plain: list[int],
     streamed: list[int],
 ) -> None:
-    """A plain part costs the server less than an ``aws-chunked`` one but leaves only once
-    full (either carries its SHA-256, which the server checks: the tests above and below)."""
+    """Whatever the plan, the object is the file's bytes. A plain part costs the server less
+    than an ``aws-chunked`` one but leaves only once full; either carries its SHA-256, which
+    the server checks (the wrong-checksum tests)."""
     sent = sent_parts(store, monkeypatch)
     bucket = s3_settings.originals_bucket
     data = os.urandom(size)
     sha256 = hashlib.sha256(data).hexdigest()
-    key = keys.original_key(TENANT, "planned")
+    key = keys.original_key(TENANT, "big")
     writer = store.open_writer(bucket, key, content_type="application/pdf", size_hint=hint)
     write_all(writer, data)
     stored = writer.commit(sha256)
-    assert {kind: sorted(numbers) for kind, numbers in sent.items()} == {"plain": plain, "streamed": streamed}
     assert (stored.size, stored.sha256) == (size, sha256)
-    assert store.get_bytes(bucket, key) == data
+    got = store.get_bytes(bucket, key)
+    assert len(got) == size and hashlib.sha256(got).hexdigest() == sha256
+    assert {kind: sorted(numbers) for kind, numbers in sent.items()} == {"plain": plain, "streamed": streamed}
     head = s3.head_object(Bucket=bucket, Key=key)
     assert head["ETag"].strip('"').endswith(f"-{max(plain + streamed)}"), head["ETag"]
     assert open_uploads(s3, bucket) == []
