@@ -25,7 +25,7 @@ from botocore.config import Config
 
 from upload_service.errors import StorageError
 from upload_service.settings import MiB, StorageSettings
-from upload_service.storage import keys, s3_writer
+from upload_service.storage import keys, s3_parts
 from upload_service.storage.s3 import S3ObjectStore
 from upload_service.storage.base import StoredObject
 from upload_service.storage.s3_direct import CHUNK_BYTES, DirectS3
@@ -254,7 +254,7 @@ def test_a_plain_part_waits_for_a_slow_body_but_not_for_a_silent_one(
 ) -> None:
     """The stall bound (300 s; 1 s here) counts from the last byte that came, not from the
     part's start: a body that keeps coming, however slowly, is stored; one that stops is not."""
-    monkeypatch.setattr(s3_writer, "_STALL_SECONDS", 1.0)
+    monkeypatch.setattr(s3_parts, "STALL_SECONDS", 1.0)
     bucket = s3_settings.originals_bucket
     piece = os.urandom(256 * 1024)
 

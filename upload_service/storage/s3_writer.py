@@ -16,10 +16,8 @@ import concurrent.futures
 import contextlib
 import hashlib
 import logging
-import mmap
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import botocore.exceptions
@@ -32,98 +30,15 @@ from upload_service.storage.base import StoredObject
 from upload_service.storage.s3_direct import CHUNK_BYTES, DirectS3, TruncatedBody
 from upload_service.storage.s3_loop import LoopPuts
 from upload_service.storage.s3_errors import translated
+from upload_service.storage.s3_parts import Part, PartPlan
 
 #: How far the reader may run ahead of what went out to S3 (the bytes left to send after the
 #: body's last byte, besides the last part).
 _LEAD_BYTES = 4 * CHUNK_BYTES
-#: S3's smallest part (all but the last part of an upload).
-_MIN_PART_BYTES = 5 * 1024 * 1024
-#: With a size hint the planned parts end this far before it: what follows (a form's closing
-#: boundary and later fields, or the file's last bytes) is sent as a small last part.
-_HINT_SLACK = 256 * 1024
-#: A streamed part whose writer got no byte, commit or abort for this long gives up.
-_STALL_SECONDS = 300.0
 #: Pauses between retries of an abort that failed because S3 was unreachable (~10 minutes).
 _ABORT_RETRY_SECONDS = (1, 2, 4, 8, 15, 30, 60, 120, 180, 180)
 
 log = logging.getLogger(__name__)
-
-
-class _Part:
-    """One part after the first: its bytes fill ``buffer`` as they arrive. A *streamed* part's
-    thread sends them while they arrive (``chunks``), ``CHUNK_BYTES`` at a time; a *plain*
-    part's thread waits until it is full, or the body ended in it (``whole``), and sends it as
-    one request. The bytes stay until S3 acknowledged the part, so a failed attempt is retried
-    from them, and a streamed part the body ended in (the last, shorter than its declared size)
-    is sent again from them, with its real size."""
-
-    def __init__(
-        self, number: int, size: int, changed: threading.Condition, writer: S3StreamingWriter, *, streamed: bool
-    ) -> None:
-        self.number = number
-        self.size = size
-        self.streamed = streamed
-        # An anonymous mapping, not a bytearray: it goes back to the OS the moment the part is
-        # dropped (malloc would keep a freed 8 MiB block in its heap and let the process grow).
-        self.buffer = mmap.mmap(-1, size)
-        self.filled = 0
-        #: Bytes handed to the connection by the furthest attempt (what the reader's lead counts).
-        self.sent = 0
-        self.ended = False  # no more bytes will come (the body ended, or the writer aborted)
-        self.aborted = False
-        self.sha256 = b""
-        self._changed = changed
-        self._writer = writer
-
-    @property
-    def full(self) -> bool:
-        return self.filled == self.size
-
-    def fill(self, data: memoryview) -> int:
-        """Copy as much of ``data`` as fits (the caller holds ``changed``); returns how much."""
-        n = min(len(data), self.size - self.filled)
-        self.buffer[self.filled : self.filled + n] = data[:n]
-        self.filled += n
-        return n
-
-    def whole(self) -> memoryview:
-        """The part's bytes once it is full or the body ended in it (raises TruncatedBody if
-        the writer aborted, or left it without commit or abort)."""
-        with self._changed:
-            seen, stalled = -1, 0.0
-            while not self.full and not self.ended:
-                if self.filled != seen:  # bytes came: the stall bound counts from here
-                    seen, stalled = self.filled, time.monotonic() + _STALL_SECONDS
-                if not self._changed.wait(timeout=max(0.0, stalled - time.monotonic())):
-                    self.aborted = True  # the writer was left without bytes, commit or abort
-                    break
-            if self.aborted:
-                raise TruncatedBody(self.number)
-        return memoryview(self.buffer)[: self.filled]  # (no byte is added once it is full or ended)
-
-    def chunks(self) -> Iterator[memoryview]:
-        """The part's bytes as they arrive (raises TruncatedBody if the body ends first)."""
-        digest = hashlib.sha256()
-        view = memoryview(self.buffer)
-        for start in range(0, self.size, CHUNK_BYTES):
-            end = min(start + CHUNK_BYTES, self.size)
-            with self._changed:
-                stalled = time.monotonic() + _STALL_SECONDS
-                while self.filled < end and not self.ended:
-                    if not self._changed.wait(timeout=max(0.0, stalled - time.monotonic())):
-                        self.aborted = True  # the writer was left without commit or abort
-                        break
-                if self.filled < end:
-                    raise TruncatedBody(self.number)
-            chunk = view[start:end]
-            digest.update(chunk)
-            yield chunk
-            with self._changed:
-                if end > self.sent:
-                    self._writer._handed += end - self.sent
-                    self.sent = end
-                    self._changed.notify_all()
-        self.sha256 = digest.digest()
 
 
 class S3StreamingWriter:
@@ -134,9 +49,9 @@ class S3StreamingWriter:
     ``x-amz-checksum-sha256``, which the server verifies; sent by ``DirectS3``, or by
     ``LoopPuts`` from the event loop with ``commit_async``). The first byte
     past one part starts a multipart upload: the first part goes out from memory, and so does
-    every later part the body cannot end in (a *plain* part, sent once full; ``_streams``),
-    while the rest are *streamed*: an ``UploadPart`` (of a size ``_plan_part`` chooses: 5 MiB,
-    or cut to ``size_hint``) starts with its first byte and sends its bytes while they arrive,
+    every later part the body cannot end in (a *plain* part, sent once full), while the rest
+    are *streamed*: an ``UploadPart`` (of a size ``PartPlan`` chooses: 5 MiB, or cut to
+    ``size_hint``) starts with its first byte and sends its bytes while they arrive,
     so the reader runs at most ``_LEAD_BYTES`` ahead of what went to S3 (``congested()`` until
     ``wait()`` has let it catch up). At most ``in_flight`` parts, the one filling included, are
     unacknowledged at once. A part sent from memory carries its SHA-256 as a header; a streamed
@@ -182,10 +97,10 @@ class S3StreamingWriter:
         self._pending: list[concurrent.futures.Future[dict[str, Any]]] = []
         self._done: list[dict[str, Any]] = []
         self._next_part = 1
-        self._current: _Part | None = None
+        self._current: Part | None = None
         #: Bytes past a full part while ``in_flight`` parts are unacknowledged (a chunk at most).
         self._overflow = bytearray()
-        self._size_hint = size_hint
+        self._plan = PartPlan(part_bytes, size_hint)
         self._planned = part_bytes  # the object's bytes the parts started so far cover
         #: Notified by the senders whenever bytes went out or a part finished.
         self._changed = threading.Condition()
@@ -370,10 +285,10 @@ class S3StreamingWriter:
                         return
                     number = self._next_part
                     self._next_part += 1
-                    size = self._plan_part(self._planned)
-                    streamed = self._streams(self._planned, size)
+                    size = self._plan.size_at(self._planned)
+                    streamed = self._plan.streams(self._planned, size)
                     self._planned += size
-                    self._current = _Part(number, size, self._changed, self, streamed=streamed)
+                    self._current = Part(number, size, self._changed, self._count_handed, streamed=streamed)
                     self._submit(self._upload_part, self._current)
                 n = self._current.fill(data)
                 if self._current.streamed:
@@ -381,44 +296,9 @@ class S3StreamingWriter:
                 self._changed.notify_all()
             data = data[n:]
 
-    def _plan_part(self, start: int) -> int:
-        """The declared size of the streamed part that starts at byte ``start``.
-
-        Without ``size_hint``: S3's smallest part, 5 MiB (or ``part_bytes`` if smaller): the part
-        the body ends in is sent again with its real size at ``commit``, and the smallest part
-        bounds what goes out twice (2.5 MiB on average instead of 4 at 8 MiB parts). With it (the body's size, or an upper bound: a multipart
-        form's request length), the parts are cut so that the body's end falls on a part
-        boundary: the last planned part ends ``_HINT_SLACK`` before the bound, and what comes
-        after it (the form's closing boundary, its later fields, or up to ``_HINT_SLACK`` bytes
-        of the file) is a small last part. Every part but the last stays >= 5 MiB.
-        """
-        left = None if self._size_hint is None else self._size_hint - start - _HINT_SLACK
-        if left is None or left + _HINT_SLACK <= 0:
-            # No hint, or the body went past it: parts as small as S3 allows.
-            return min(self._part_bytes, _MIN_PART_BYTES)
-        if left >= self._part_bytes + _MIN_PART_BYTES:
-            return self._part_bytes
-        if left > self._part_bytes:
-            # Two parts left: keep the next one >= 5 MiB (or take all, up to 2 x 5 MiB).
-            return left - _MIN_PART_BYTES if left >= 2 * _MIN_PART_BYTES else left
-        if left >= _MIN_PART_BYTES:
-            return left
-        # Less than 5 MiB left: a part that may not be the last would be too small, so this one
-        # runs to the bound (if the body ends before it, it is sent again, as without a hint).
-        return max(1, left + _HINT_SLACK)
-
-    def _streams(self, start: int, size: int) -> bool:
-        """Whether the part of ``size`` bytes from ``start`` is streamed (sent while its bytes
-        arrive) rather than plain (sent from memory once full).
-
-        A plain part costs S3 less: SeaweedFS spends more CPU decoding an ``aws-chunked`` body
-        than checking a plain one (2-3 ms per MiB, part by part: docs/benchmarks.md), and a
-        plain part needs no framing on our side. But it goes out only once full, so only parts that the
-        body will not end in are plain: with ``size_hint``, every part before the last planned
-        one (while it fills, the plain part before it is sent, so little is left after the
-        body's last byte); without it, none (the body may end in any of them).
-        """
-        return self._size_hint is None or start + size >= self._size_hint - _HINT_SLACK
+    def _count_handed(self, n: int) -> None:
+        """A streamed part handed ``n`` more bytes to its connection (its sender holds ``changed``)."""
+        self._handed += n
 
     def _end_current(self, *, abort: bool) -> None:
         """No more bytes: the part being filled ends here (shorter than declared)."""
@@ -456,7 +336,7 @@ class S3StreamingWriter:
             etag = self._direct.upload_part(self.bucket, self.key, upload_id, number, body, sha256=digest)
         return {"PartNumber": number, "ETag": etag, "ChecksumSHA256": base64.b64encode(digest).decode("ascii")}
 
-    def _upload_part(self, created: concurrent.futures.Future[str], part: _Part) -> dict[str, Any]:
+    def _upload_part(self, created: concurrent.futures.Future[str], part: Part) -> dict[str, Any]:
         upload_id = created.result()  # raises the creation's StorageError
         if not part.streamed:
             try:

@@ -1,0 +1,72 @@
+"""The plan of a streamed original's parts after the first (which is ``part_bytes``, from
+memory), without a server: every part but the last at least S3's 5 MiB, the body's end on a
+part boundary when its size is known (so no part is sent twice), and only the parts the body
+may end in streamed; the others go out whole once full."""
+
+from __future__ import annotations
+
+import pytest
+
+from upload_service.settings import MiB
+from upload_service.storage.s3_parts import HINT_SLACK, MIN_PART_BYTES, PartPlan
+
+
+def planned(plan: PartPlan, body: int) -> list[tuple[int, bool]]:
+    """(bytes of the body, streamed) of each part after the first, until they cover ``body``;
+    a part cut short by the body's end counts what it holds."""
+    parts, start = [], plan.part_bytes
+    while start < body:
+        declared = plan.size_at(start)
+        parts.append((min(declared, body - start), plan.streams(start, declared)))
+        start += declared
+    return parts
+
+
+@pytest.mark.parametrize(
+    ("part_bytes", "body"),
+    [
+        (part_bytes, body)
+        for part_bytes in (5 * MiB, 8 * MiB, 16 * MiB)
+        for body in (8 * MiB + 1, 9 * MiB, 13 * MiB, 16 * MiB + 5, 21 * MiB, 45 * MiB + 123_457, 500 * MiB + 7)
+        if body > part_bytes  # (else one PUT)
+    ],
+)
+@pytest.mark.parametrize("extra", [0, 700, 200 * 1024])
+def test_with_a_size_hint_the_parts_end_on_the_body_and_only_the_last_ones_stream(
+    part_bytes: int, body: int, extra: int
+) -> None:
+    """The hint is the size (raw body) or an upper bound (a form's request length, ``extra``
+    bytes more): the parts cover the body, every part but the last is >= 5 MiB, no part
+    declared more than the body held (a part cut short would be sent again) but the one that
+    runs to the bound, and only the last planned part and the small one after it stream."""
+    hint = body + extra
+    plan = PartPlan(part_bytes, hint)
+    start = part_bytes
+    while start < body:
+        declared = plan.size_at(start)
+        assert declared <= body - start or start + declared >= hint - HINT_SLACK, (start, declared)
+        start += declared
+    parts = planned(plan, body)
+    assert part_bytes + sum(size for size, _ in parts) == body
+    assert all(size >= MIN_PART_BYTES for size, _ in parts[:-1]), parts
+    assert max(size for size, _ in parts) <= max(part_bytes, 2 * MIN_PART_BYTES)
+    streamed = [i for i, (_, streams) in enumerate(parts) if streams]
+    assert 1 <= len(streamed) <= 2 and streamed == list(range(len(parts) - len(streamed), len(parts))), parts
+
+
+def test_without_a_hint_every_part_streams_and_is_as_small_as_s3_allows() -> None:
+    """Any part may be the last, and the part the body ends in is sent twice: 5 MiB parts bound
+    how much that is."""
+    assert planned(PartPlan(8 * MiB, None), 45 * MiB) == [(5 * MiB, True)] * 7 + [(2 * MiB, True)]
+    assert planned(PartPlan(5 * MiB, None), 45 * MiB) == [(5 * MiB, True)] * 8
+
+
+def test_an_upper_bound_far_above_the_body_keeps_its_parts_plain() -> None:
+    """A form's request length with a large field after the file: the body ends well before
+    the parts that would stream."""
+    assert not any(streams for _, streams in planned(PartPlan(8 * MiB, 200 * MiB), 60 * MiB))
+
+
+def test_a_body_past_its_bound_goes_on_in_small_streamed_parts() -> None:
+    plan = PartPlan(8 * MiB, 20 * MiB)
+    assert plan.size_at(20 * MiB) == MIN_PART_BYTES and plan.streams(20 * MiB, MIN_PART_BYTES)
