@@ -32,7 +32,7 @@ from tests.fixtures.services import RedisService, S3Service
 from tests.fixtures.workers import start_worker_process
 from upload_service.db.engine import build_engine, build_sessionmaker
 from upload_service.db.migrate import upgrade_to_head
-from upload_service.demo.launcher import demo_origins, demo_process
+from upload_service.devstack.demo import demo_origins, demo_process
 from upload_service.devstack.process import ManagedProcess, free_port
 from upload_service.storage import build_object_store
 

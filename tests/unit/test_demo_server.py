@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from upload_service.demo.launcher import demo_origins
+from upload_service.devstack.demo import demo_origins
 from upload_service.demo.server import DemoServer
 from upload_service.devstack.process import free_port
 from upload_service.devstack.stack import build_settings

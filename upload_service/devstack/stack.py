@@ -35,7 +35,7 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from upload_service.demo.launcher import demo_origins, demo_process
+from upload_service.devstack.demo import demo_origins, demo_process
 from upload_service.devstack.nginx import nginx_process, remove_dir, worker_account, worker_dir
 from upload_service.devstack.process import ManagedProcess, ProcessStartError, free_port
 from upload_service.devstack.redis import redis_process

@@ -1,5 +1,5 @@
-"""The demo page's server as a ``ManagedProcess``: started the same way by ``make run`` and by
-the browser tests."""
+"""The demo page's server (``upload_service.demo``) as a ``ManagedProcess``: started the same
+way by ``make run`` and by the browser tests."""
 
 from __future__ import annotations
 
