@@ -249,24 +249,26 @@ def test_a_streamed_original_is_the_files_bytes(
     assert open_uploads(s3, bucket) == []
 
 
-def test_a_plain_part_waits_for_a_slow_body_but_not_for_a_silent_one(
-    store: S3ObjectStore, s3: Any, s3_settings: StorageSettings, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("hint", [None, 6 * PART], ids=["streamed part", "plain part"])
+def test_a_part_waits_for_a_slow_body_but_not_for_a_silent_one(
+    store: S3ObjectStore, s3: Any, s3_settings: StorageSettings, monkeypatch: pytest.MonkeyPatch, hint: int | None
 ) -> None:
     """The stall bound (300 s; 1 s here) counts from the last byte that came, not from the
-    part's start: a body that keeps coming, however slowly, is stored; one that stops is not."""
+    part's start or its current chunk's: a body that keeps coming, however slowly, is stored;
+    one that stops is not."""
     monkeypatch.setattr(s3_parts, "STALL_SECONDS", 1.0)
     bucket = s3_settings.originals_bucket
-    piece = os.urandom(256 * 1024)
+    piece = os.urandom(16 * 1024)
 
     def started(name: str) -> tuple[str, Any, bytearray]:
         key = keys.original_key(TENANT, name)
-        writer = store.open_writer(bucket, key, content_type="application/pdf", size_hint=6 * PART)
+        writer = store.open_writer(bucket, key, content_type="application/pdf", size_hint=hint)
         data = bytearray(os.urandom(PART + 1))
-        write_all(writer, data)  # part 1 goes out; part 2, a plain one, starts filling
+        write_all(writer, data)  # part 1 goes out; part 2 starts filling
         return key, writer, data
 
     key, writer, data = started("slow")
-    for _ in range(12):  # 2.4 s in all, never 1 s without a byte
+    for _ in range(12):  # 2.4 s in all, never 1 s without a byte; less than one 256 KiB chunk
         time.sleep(0.2)
         writer.write(piece)
         data += piece

@@ -118,16 +118,23 @@ class Part:
         """The part's bytes once it is full or the body ended in it (raises TruncatedBody if
         the writer aborted, or left it without commit or abort)."""
         with self._changed:
-            seen, stalled = -1, 0.0
-            while not self.full and not self.ended:
-                if self.filled != seen:  # bytes came: the stall bound counts from here
-                    seen, stalled = self.filled, time.monotonic() + STALL_SECONDS
-                if not self._changed.wait(timeout=max(0.0, stalled - time.monotonic())):
-                    self.aborted = True  # the writer was left without bytes, commit or abort
-                    break
+            self._wait_for(self.size)
             if self.aborted:
                 raise TruncatedBody(self.number)
         return memoryview(self.buffer)[: self.filled]  # (no byte is added once it is full or ended)
+
+    def _wait_for(self, filled: int) -> None:
+        """Wait (holding ``changed``) until ``filled`` bytes are in or no more will come. The
+        stall bound counts from the last byte that came: a body that keeps coming, however
+        slowly, is waited for; after ``STALL_SECONDS`` without a byte, commit or abort, the
+        writer was left, and the part gives up (``aborted``)."""
+        seen, stalled = -1, 0.0
+        while self.filled < filled and not self.ended:
+            if self.filled != seen:
+                seen, stalled = self.filled, time.monotonic() + STALL_SECONDS
+            if not self._changed.wait(timeout=max(0.0, stalled - time.monotonic())):
+                self.aborted = True
+                return
 
     def chunks(self) -> Iterator[memoryview]:
         """The part's bytes as they arrive (raises TruncatedBody if the body ends first)."""
@@ -136,11 +143,7 @@ class Part:
         for start in range(0, self.size, CHUNK_BYTES):
             end = min(start + CHUNK_BYTES, self.size)
             with self._changed:
-                stalled = time.monotonic() + STALL_SECONDS
-                while self.filled < end and not self.ended:
-                    if not self._changed.wait(timeout=max(0.0, stalled - time.monotonic())):
-                        self.aborted = True  # the writer was left without commit or abort
-                        break
+                self._wait_for(end)
                 if self.filled < end:
                     raise TruncatedBody(self.number)
             chunk = view[start:end]
