@@ -1,6 +1,6 @@
 """The lean S3 requests of the accept path, without a server: the URL is the one boto3 uses for
 each addressing style, and the ``aws-chunked`` framing has the length it declares (the parts'
-plan: tests/unit/storage/test_part_plan.py)."""
+plan: tests/unit/storage/test_s3_parts.py)."""
 
 from __future__ import annotations
 

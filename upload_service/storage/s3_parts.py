@@ -129,7 +129,7 @@ class Part:
         slowly, is waited for; after ``STALL_SECONDS`` without a byte, commit or abort, the
         writer was left, and the part gives up (``aborted``)."""
         seen, stalled = -1, 0.0
-        while self.filled < filled and not self.ended:
+        while self.filled < filled and not self.ended and not self.aborted:
             if self.filled != seen:
                 seen, stalled = self.filled, time.monotonic() + STALL_SECONDS
             if not self._changed.wait(timeout=max(0.0, stalled - time.monotonic())):

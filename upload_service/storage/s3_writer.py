@@ -334,29 +334,25 @@ class S3StreamingWriter:
         digest = hashlib.sha256(body).digest()
         with translated("upload_part", self.bucket, self.key):
             etag = self._direct.upload_part(self.bucket, self.key, upload_id, number, body, sha256=digest)
-        return {"PartNumber": number, "ETag": etag, "ChecksumSHA256": base64.b64encode(digest).decode("ascii")}
+        return _completed_part(number, etag, digest)
 
     def _upload_part(self, created: concurrent.futures.Future[str], part: Part) -> dict[str, Any]:
         upload_id = created.result()  # raises the creation's StorageError
-        if not part.streamed:
+        if part.streamed and not part.aborted:
             try:
-                body = part.whole()
+                with translated("upload_part", self.bucket, self.key):
+                    etag = self._direct.upload_part_streamed(
+                        self.bucket, self.key, upload_id, part.number, part.size, part.chunks, lambda: part.sha256
+                    )
+                return _completed_part(part.number, etag, part.sha256)
             except TruncatedBody:
-                raise StorageError(f"s3 upload_part {self.bucket}/{self.key}: aborted", transient=False) from None
-            return self._upload_from_memory(upload_id, part.number, body)
+                pass  # the body ended inside this part (the last one): sent again with its real size
+        # A plain part, or a streamed one the body ended in: from memory, once no byte will come.
         try:
-            if part.aborted:
-                raise TruncatedBody(part.number)
-            with translated("upload_part", self.bucket, self.key):
-                etag = self._direct.upload_part_streamed(
-                    self.bucket, self.key, upload_id, part.number, part.size, part.chunks, lambda: part.sha256
-                )
+            body = part.whole()
         except TruncatedBody:
-            if part.aborted:
-                raise StorageError(f"s3 upload_part {self.bucket}/{self.key}: aborted", transient=False) from None
-            # The body ended inside this part: it is the last one, sent again with its real size.
-            return self._upload_from_memory(upload_id, part.number, memoryview(part.buffer)[: part.filled])
-        return {"PartNumber": part.number, "ETag": etag, "ChecksumSHA256": base64.b64encode(part.sha256).decode("ascii")}
+            raise StorageError(f"s3 upload_part {self.bucket}/{self.key}: aborted", transient=False) from None
+        return self._upload_from_memory(upload_id, part.number, body)
 
     def _reap(self, *, block: bool) -> None:
         """Collect finished parts (waiting for the oldest when ``block``); a failed part raises."""
@@ -371,3 +367,8 @@ class S3StreamingWriter:
             else:
                 still.append(future)
         self._pending = still
+
+
+def _completed_part(number: int, etag: str, sha256: bytes) -> dict[str, Any]:
+    """A part as ``CompleteMultipartUpload`` lists it (with the checksum S3 checks again)."""
+    return {"PartNumber": number, "ETag": etag, "ChecksumSHA256": base64.b64encode(sha256).decode("ascii")}

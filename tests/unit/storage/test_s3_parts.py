@@ -1,25 +1,34 @@
-"""The plan of a streamed original's parts after the first (which is ``part_bytes``, from
-memory), without a server: every part but the last at least S3's 5 MiB, the body's end on a
+"""The parts of a streamed original after the first (which is ``part_bytes``, from memory),
+without a server. Their plan: every part but the last at least S3's 5 MiB, the body's end on a
 part boundary when its size is known (so no part is sent twice), and only the parts the body
-may end in streamed; the others go out whole once full."""
+may end in streamed; the others go out whole once full. A part: how long it waits for bytes."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 
 from upload_service.settings import MiB
-from upload_service.storage.s3_parts import HINT_SLACK, MIN_PART_BYTES, PartPlan
+from upload_service.storage import s3_parts
+from upload_service.storage.s3_direct import TruncatedBody
+from upload_service.storage.s3_parts import HINT_SLACK, MIN_PART_BYTES, Part, PartPlan
 
 
-def planned(plan: PartPlan, body: int) -> list[tuple[int, bool]]:
-    """(bytes of the body, streamed) of each part after the first, until they cover ``body``;
-    a part cut short by the body's end counts what it holds."""
+def planned(plan: PartPlan, body: int) -> list[tuple[int, int, bool]]:
+    """(start, declared size, streamed) of each part after the first, until they cover ``body``."""
     parts, start = [], plan.part_bytes
     while start < body:
         declared = plan.size_at(start)
-        parts.append((min(declared, body - start), plan.streams(start, declared)))
+        parts.append((start, declared, plan.streams(start, declared)))
         start += declared
     return parts
+
+
+def held(plan: PartPlan, body: int) -> list[tuple[int, bool]]:
+    """(bytes of the body, streamed) of each part: one cut short by the body's end counts what
+    it holds."""
+    return [(min(declared, body - start), streams) for start, declared, streams in planned(plan, body)]
 
 
 @pytest.mark.parametrize(
@@ -41,12 +50,9 @@ def test_with_a_size_hint_the_parts_end_on_the_body_and_only_the_last_ones_strea
     runs to the bound, and only the last planned part and the small one after it stream."""
     hint = body + extra
     plan = PartPlan(part_bytes, hint)
-    start = part_bytes
-    while start < body:
-        declared = plan.size_at(start)
+    for start, declared, _ in planned(plan, body):
         assert declared <= body - start or start + declared >= hint - HINT_SLACK, (start, declared)
-        start += declared
-    parts = planned(plan, body)
+    parts = held(plan, body)
     assert part_bytes + sum(size for size, _ in parts) == body
     assert all(size >= MIN_PART_BYTES for size, _ in parts[:-1]), parts
     assert max(size for size, _ in parts) <= max(part_bytes, 2 * MIN_PART_BYTES)
@@ -57,16 +63,31 @@ def test_with_a_size_hint_the_parts_end_on_the_body_and_only_the_last_ones_strea
 def test_without_a_hint_every_part_streams_and_is_as_small_as_s3_allows() -> None:
     """Any part may be the last, and the part the body ends in is sent twice: 5 MiB parts bound
     how much that is."""
-    assert planned(PartPlan(8 * MiB, None), 45 * MiB) == [(5 * MiB, True)] * 7 + [(2 * MiB, True)]
-    assert planned(PartPlan(5 * MiB, None), 45 * MiB) == [(5 * MiB, True)] * 8
+    assert held(PartPlan(8 * MiB, None), 45 * MiB) == [(5 * MiB, True)] * 7 + [(2 * MiB, True)]
+    assert held(PartPlan(5 * MiB, None), 45 * MiB) == [(5 * MiB, True)] * 8
 
 
 def test_an_upper_bound_far_above_the_body_keeps_its_parts_plain() -> None:
     """A form's request length with a large field after the file: the body ends well before
     the parts that would stream."""
-    assert not any(streams for _, streams in planned(PartPlan(8 * MiB, 200 * MiB), 60 * MiB))
+    assert not any(streams for _, _, streams in planned(PartPlan(8 * MiB, 200 * MiB), 60 * MiB))
 
 
 def test_a_body_past_its_bound_goes_on_in_small_streamed_parts() -> None:
     plan = PartPlan(8 * MiB, 20 * MiB)
     assert plan.size_at(20 * MiB) == MIN_PART_BYTES and plan.streams(20 * MiB, MIN_PART_BYTES)
+
+
+def test_a_part_that_gave_up_waiting_does_not_wait_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A streamed part whose body stalled gives up once: the writer then asks for its bytes to
+    send them whole, and gets the refusal at once, not after a second stall bound."""
+    part = Part(2, MIN_PART_BYTES, threading.Condition(), lambda n: None, streamed=True)
+    with part._changed:
+        part.fill(memoryview(b"x" * 1000))
+    monkeypatch.setattr(s3_parts, "STALL_SECONDS", 0.2)
+    with pytest.raises(TruncatedBody):
+        list(part.chunks())  # nothing more comes: gives up after 0.2 s
+    assert part.aborted
+    monkeypatch.setattr(s3_parts, "STALL_SECONDS", 3600.0)  # (the test's own timeout if it waited)
+    with pytest.raises(TruncatedBody):
+        part.whole()
