@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sqlalchemy import Select, insert, select, union, update
+from sqlalchemy import Select, bindparam, insert, select, union, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -148,13 +148,9 @@ def _extend(session: Session, heads: dict[str, _Head], events: Sequence[AuditEve
         head.seq, head.last_hash, head.moved = seq, digest, True
         appended.append(True)
     if rows:
-        connection.execute(insert(AuditEventRow.__table__), rows)
-        table = AuditChainHead.__table__
-        for chain, head in heads.items():
-            if head.moved:
-                connection.execute(
-                    update(table).where(table.c.chain == chain).values(seq=head.seq, last_hash=head.last_hash)
-                )
+        connection.execute(_INSERT_EVENTS, rows)
+        moved = [{"head": chain, "new_seq": h.seq, "new_hash": h.last_hash} for chain, h in heads.items() if h.moved]
+        connection.execute(_MOVE_HEAD, moved)
     return appended
 
 
@@ -170,27 +166,37 @@ def _lock_heads(session: Session, chains: Sequence[str]) -> dict[str, _Head]:
     for the whole transaction — one writer at a time per database file.
     """
     connection = session.connection()
-    table = AuditChainHead.__table__
-    dialect = connection.dialect.name
-    create: Any
-    if dialect == "postgresql":
-        create = postgresql.insert(table).on_conflict_do_nothing(index_elements=["chain"])
-    elif dialect == "sqlite":
-        create = sqlite.insert(table).on_conflict_do_nothing(index_elements=["chain"])
-    else:  # pragma: no cover - the two supported databases are above
-        raise RuntimeError(f"unsupported database {dialect!r} for the audit chain")
+    create = _CREATE_HEADS.get(connection.dialect.name)
+    if create is None:  # pragma: no cover - the two supported databases are in _CREATE_HEADS
+        raise RuntimeError(f"unsupported database {connection.dialect.name!r} for the audit chain")
     connection.execute(create, [{"chain": chain, "seq": 0, "last_hash": GENESIS_HASH} for chain in chains])
-    locked = (
-        select(table.c.chain, table.c.seq, table.c.last_hash)
-        .where(table.c.chain.in_(list(chains)))
-        .order_by(table.c.chain)
-        .with_for_update()
-    )
-    heads = {row.chain: _Head(row.seq, row.last_hash) for row in connection.execute(locked)}
+    locked = connection.execute(_LOCK_HEADS, {"chains": list(chains)})
+    heads = {row.chain: _Head(row.seq, row.last_hash) for row in locked}
     missing = set(chains) - heads.keys()
     if missing:
         raise RuntimeError(f"could not lock the head of audit chain(s) {sorted(missing)!r}")
     return heads
+
+
+# The statements of every append, built once (with their cache keys): building them per batch
+# cost the group commit more than running them.
+_HEADS = AuditChainHead.__table__
+_CREATE_HEADS = {
+    "postgresql": postgresql.insert(_HEADS).on_conflict_do_nothing(index_elements=["chain"]),
+    "sqlite": sqlite.insert(_HEADS).on_conflict_do_nothing(index_elements=["chain"]),
+}
+_LOCK_HEADS = (
+    select(_HEADS.c.chain, _HEADS.c.seq, _HEADS.c.last_hash)
+    .where(_HEADS.c.chain.in_(bindparam("chains", expanding=True)))
+    .order_by(_HEADS.c.chain)
+    .with_for_update()
+)
+_INSERT_EVENTS = insert(AuditEventRow.__table__)
+_MOVE_HEAD = (
+    update(_HEADS)
+    .where(_HEADS.c.chain == bindparam("head"))
+    .values(seq=bindparam("new_seq"), last_hash=bindparam("new_hash"))
+)
 
 
 def verify_chain(session: Session, tenant: str | None = None) -> list[ChainProblem]:

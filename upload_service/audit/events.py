@@ -6,10 +6,11 @@ so an unknown action is refused when the event is built, not discovered when som
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
@@ -130,8 +131,12 @@ class AuditEvent:
             set_(self, "details", _clean_details(self.details or {}, truncated))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types: the action's tag, the timestamp in the one fixed format."""
-        data = asdict(self)
+        """Plain JSON types: the action's tag, the timestamp in the one fixed format. A new dict
+        (``details`` copied too); every other field is an immutable value (``dataclasses.asdict``
+        deep-copied each one: a third of a group commit's time per event)."""
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
+        if self.details is not None:
+            data["details"] = copy.deepcopy(self.details)
         data["action"] = self.action.value
         data["occurred_at"] = format_timestamp(self.occurred_at)
         return data
@@ -156,6 +161,10 @@ class AuditEvent:
         if not isinstance(data, dict):
             raise ValueError("an audit event is a JSON object")
         return cls.from_dict(data)
+
+
+#: ``AuditEvent``'s fields, in declaration order.
+_FIELD_NAMES = tuple(AuditEvent.__dataclass_fields__)
 
 
 @dataclass(frozen=True)

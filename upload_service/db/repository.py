@@ -49,7 +49,10 @@ def insert_uploads(session: Session, uploads: Sequence[Upload]) -> None:
     multi-row insert on the session's connection: the accept path's hot statement, without the
     ORM's unit of work."""
     if uploads:
-        session.connection().execute(insert(Upload.__table__), [upload_row(upload) for upload in uploads])
+        session.connection().execute(_INSERT_UPLOADS, [upload_row(upload) for upload in uploads])
+
+
+_INSERT_UPLOADS = insert(Upload.__table__)
 
 
 def existing_upload_ids(session: Session, upload_ids: Sequence[str]) -> set[str]:

@@ -70,13 +70,16 @@ def subscribed_endpoint_ids(session: Session, tenant: str, event_type: str) -> l
 # --- outbox -------------------------------------------------------------------------------
 
 
+#: Built once: building the statement (and its cache key) per batch cost more than running it.
+_SUBSCRIPTIONS_OF_TENANTS = select(WebhookEndpoint.tenant, WebhookEndpoint.id, WebhookEndpoint.events).where(
+    WebhookEndpoint.tenant.in_(bindparam("tenants", expanding=True))
+)
+
+
 def subscribed_endpoints_by_tenant(session: Session, tenants: Sequence[str], event_type: str) -> dict[str, list[str]]:
     """``subscribed_endpoint_ids`` for several tenants in one query (a group commit's batch)."""
-    statement = select(WebhookEndpoint.tenant, WebhookEndpoint.id, WebhookEndpoint.events).where(
-        WebhookEndpoint.tenant.in_(sorted(set(tenants)))
-    )
     found: dict[str, list[str]] = {}
-    for row in session.connection().execute(statement):
+    for row in session.connection().execute(_SUBSCRIPTIONS_OF_TENANTS, {"tenants": sorted(set(tenants))}):
         if event_type in (row.events or []):
             found.setdefault(row.tenant, []).append(row.id)
     return found
