@@ -108,6 +108,7 @@ async def _receive(
     limits: LimitSettings,
     sniffer: TypeSniffer,
 ) -> ReceivedBody:
+    files: list[FileSink] = []
     opened: list[OriginalSink] = []
 
     def open_target(detected_type: str) -> OriginalSink:
@@ -116,11 +117,19 @@ async def _receive(
         return target
 
     async def keep_pace() -> None:
+        """The event loop never blocks on the file's hash or its sink: a thread waits."""
+        if files and files[0].hash_behind():
+            await to_thread.run_sync(files[0].wait_for_hash)
         if opened and opened[0].congested():
             await to_thread.run_sync(opened[0].wait)
 
+    async def finished(file: FileSink) -> IngestedFile:
+        if file.hash_pending():
+            await to_thread.run_sync(file.wait_for_hash, 0)
+        return file.finish()
+
     def open_file(filename: str | None, declared_type: str | None) -> FileSink:
-        return FileSink(
+        file = FileSink(
             None,
             limits,
             sniffer,
@@ -128,13 +137,15 @@ async def _receive(
             filename=sanitize_filename(filename, max_chars=limits.max_filename_chars),
             open_target=open_target,
         )
+        files.append(file)
+        return file
 
     if not headers.is_multipart:
         sink = open_file(headers.filename, headers.content_type)
         async for chunk in body:
             sink.write(chunk)
             await keep_pace()
-        return ReceivedBody(file=sink.finish())
+        return ReceivedBody(file=await finished(sink))
 
     assert headers.content_type is not None
     reader = MultipartReader(headers.content_type, limits, open_file)
@@ -144,4 +155,4 @@ async def _receive(
         if reader.ended:
             break
     form = reader.finish()
-    return ReceivedBody(file=form.file.finish(), fields=form.fields)
+    return ReceivedBody(file=await finished(form.file), fields=form.fields)

@@ -13,12 +13,12 @@ nothing is stored for a file that is refused by its type.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from upload_service.errors import ErrorCode, ServiceError
+from upload_service.ingest.filehash import FileHash
 from upload_service.ingest.limits import too_large
 from upload_service.ingest.sniff import TypeSniffer, check_type
 from upload_service.settings import LimitSettings
@@ -75,7 +75,7 @@ class FileSink:
         self.declared_type = declared_type
         self.filename = filename
         self.size = 0
-        self._hash = hashlib.sha256()
+        self._hash = FileHash()
         self._head = bytearray()
         self.detected_type: str | None = None
         self._limit = limits.max_body_bytes
@@ -94,6 +94,16 @@ class FileSink:
         self._head += data
         if len(self._head) >= self._limits.sniff_bytes:
             self._decide()
+
+    def hash_behind(self) -> bool:
+        """The file's hash lags too far behind the bytes read: ``wait_for_hash()`` (in a thread)."""
+        return self._hash.behind()
+
+    def hash_pending(self) -> bool:
+        return self._hash.pending()
+
+    def wait_for_hash(self, queued: int = FileHash.QUEUED_BYTES) -> None:
+        self._hash.wait(queued)
 
     @property
     def target(self) -> ByteTarget | None:
