@@ -3,7 +3,7 @@
 Hashing is about 0.9 ms of CPU per MiB here, as much as everything else the event loop does for
 a large body (receive it, write it). Done inline, the two add up on one core; handed to a
 helper thread (hashlib releases the GIL), they overlap on two: a 45 MiB body to the local store
-went from 0.4–0.5x to 0.6–0.7x the speed of nginx writing it to disk (docs/benchmarks.md).
+went from 0.4–0.5x to 0.5–0.7x the speed of nginx writing it to disk (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class FileHash:
         offload = self._fed > self.INLINE_BYTES and len(data) >= self.OFFLOAD_BYTES and _immutable(data)
         with self._changed:
             if not offload and not self._queued:
-                self._hash.update(data)  # inline; under the lock, so a queue started meanwhile waits
+                self._hash.update(data)  # inline: nothing is queued, so the helper is not hashing
                 return
             # Behind queued chunks, a small or mutable one waits its turn (copied if mutable).
             self._queue.append(data if _immutable(data) else bytes(data))
