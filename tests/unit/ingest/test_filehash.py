@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from tests import samples
@@ -142,9 +143,8 @@ def test_the_reader_waits_for_a_slow_hash_without_holding_the_event_loop(
         writer = store.open_writer("upload-originals", key, content_type="application/pdf")
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(ticker)
-            received = await receive_body(
-                body(), BodyHeaders("application/pdf", None, "big.pdf"), lambda _t: writer, LimitSettings(), TypeSniffer()
-            )
+            headers = BodyHeaders("application/pdf", None, "big.pdf")
+            received = await receive_body(body(), headers, lambda _t: writer, LimitSettings(), TypeSniffer())
         await anyio.to_thread.run_sync(writer.commit, received.file.sha256)
         return received.file.sha256
 
