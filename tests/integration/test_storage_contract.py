@@ -4,7 +4,8 @@ What callers rely on: bytes, size, content type and sha256 round-trip (multipart
 key is ObjectNotFound; deletes are idempotent and prefix deletes stay inside their prefix; keys
 outside the layout are refused. S3-only: presigned URLs work with plain HTTP and stop working
 when tampered with or expired; bad credentials are permanent errors, a dead server a transient
-one, and the same store object works again once the server is back.
+one, and the same store object works again once the server is back; dropping the buckets (tests,
+throw-away dev stacks) empties again what landed after its listing.
 """
 
 from __future__ import annotations
@@ -346,6 +347,34 @@ def test_missing_bucket_is_a_permanent_error(s3_settings: StorageSettings) -> No
     assert info.value.transient is False and not isinstance(info.value, ObjectNotFound)
     with pytest.raises(StorageError):
         store.ping()
+
+
+def test_dropping_the_buckets_empties_again_what_landed_after_the_listing(
+    s3_settings: StorageSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request the server took in before a pause may store its object only after
+    ``drop_buckets`` listed the bucket (a retried PUT's first attempt): the bucket is emptied
+    again rather than left behind with a ``BucketNotEmpty``. Here an object is put right after
+    the first listing, through the real server."""
+    store = build_object_store(s3_settings)
+    bucket = s3_settings.originals_bucket
+    late = keys.original_key(TENANT, "late")
+    empty = store._empty  # type: ignore[attr-defined]
+    passes: list[str] = []
+
+    def empty_then_a_late_put(name: str) -> None:
+        empty(name)
+        passes.append(name)
+        if name == bucket and passes.count(bucket) == 1:
+            store.put_bytes(bucket, late, b"late", content_type="image/png", sha256=sha256_hex(b"late"))
+
+    monkeypatch.setattr(store, "_empty", empty_then_a_late_put)
+    store.drop_buckets()  # type: ignore[attr-defined]
+    assert passes.count(bucket) == 2
+    fresh = build_object_store(s3_settings)
+    with pytest.raises(StorageError):  # the bucket is gone
+        fresh.put_bytes(bucket, late, b"x", content_type="image/png", sha256=sha256_hex(b"x"))
+    fresh.ensure_buckets()  # for the fixture's own drop
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])

@@ -43,6 +43,9 @@ from upload_service.storage.s3_writer import S3StreamingWriter
 
 #: S3 deletes at most this many keys per DeleteObjects request.
 _DELETE_BATCH = 1000
+#: ``drop_buckets`` empties a bucket at most this many times, pausing between passes.
+DROP_PASSES = 5
+DROP_PAUSE_SECONDS = 0.5
 #: Threads that send the parts of streamed originals (shared by all uploads of a process; each
 #: upload has at most ``multipart_parts_in_flight`` parts among them). A part holds its thread
 #: while its bytes arrive (streamed) or until it is full (plain), so this bounds the large
@@ -310,17 +313,30 @@ class S3ObjectStore:
 
     def drop_buckets(self) -> None:
         """Empty and delete both buckets. For tests and throw-away dev stacks only (the
-        service never calls it); missing buckets are fine."""
+        service never calls it); missing buckets are fine. An object that lands after the
+        listing (a request the server had taken in before a pause, say, and stores only now)
+        makes the bucket's delete fail: it is emptied again, up to ``DROP_PASSES`` times."""
         for bucket in (self._settings.originals_bucket, self._settings.artifacts_bucket):
             if not self._bucket_exists(bucket):
                 continue
-            with translated("drop_buckets", bucket, ignore_codes={"NoSuchBucket"}):
-                paginator = self._client.get_paginator("list_objects_v2")
-                for page in paginator.paginate(Bucket=bucket):
-                    batch = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-                    if batch:
-                        self._delete_batch(bucket, batch)
-                self._client.delete_bucket(Bucket=bucket)
+            for passes_left in range(DROP_PASSES - 1, -1, -1):
+                with translated("drop_buckets", bucket, ignore_codes={"NoSuchBucket"}):
+                    self._empty(bucket)
+                    try:
+                        self._client.delete_bucket(Bucket=bucket)
+                    except botocore.exceptions.ClientError as exc:
+                        if error_code(exc) != "BucketNotEmpty" or not passes_left:
+                            raise
+                        time.sleep(DROP_PAUSE_SECONDS)
+                        continue
+                break
+
+    def _empty(self, bucket: str) -> None:
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket):
+            batch = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if batch:
+                self._delete_batch(bucket, batch)
 
     def _bucket_exists(self, bucket: str) -> bool:
         try:
