@@ -319,17 +319,23 @@ class S3ObjectStore:
         for bucket in (self._settings.originals_bucket, self._settings.artifacts_bucket):
             if not self._bucket_exists(bucket):
                 continue
-            for passes_left in range(DROP_PASSES - 1, -1, -1):
+            for attempt in range(DROP_PASSES):
                 with translated("drop_buckets", bucket, ignore_codes={"NoSuchBucket"}):
-                    self._empty(bucket)
-                    try:
-                        self._client.delete_bucket(Bucket=bucket)
-                    except botocore.exceptions.ClientError as exc:
-                        if error_code(exc) != "BucketNotEmpty" or not passes_left:
-                            raise
+                    if not self._empty_and_delete(bucket, last=attempt == DROP_PASSES - 1):
                         time.sleep(DROP_PAUSE_SECONDS)
                         continue
-                break
+                break  # dropped, or gone meanwhile (NoSuchBucket)
+
+    def _empty_and_delete(self, bucket: str, *, last: bool) -> bool:
+        """False if an object landed after the listing (``BucketNotEmpty``), unless ``last``."""
+        self._empty(bucket)
+        try:
+            self._client.delete_bucket(Bucket=bucket)
+        except botocore.exceptions.ClientError as exc:
+            if last or error_code(exc) != "BucketNotEmpty":
+                raise
+            return False
+        return True
 
     def _empty(self, bucket: str) -> None:
         paginator = self._client.get_paginator("list_objects_v2")
