@@ -118,14 +118,14 @@ async def _receive(
 
     async def keep_pace() -> None:
         """The event loop never blocks on the file's hash or its sink: a thread waits."""
-        if files and files[0].hash_behind():
-            await to_thread.run_sync(files[0].wait_for_hash)
+        if files and files[0].hash.behind():
+            await to_thread.run_sync(files[0].hash.wait)
         if opened and opened[0].congested():
             await to_thread.run_sync(opened[0].wait)
 
     async def finished(file: FileSink) -> IngestedFile:
-        if file.hash_pending():
-            await to_thread.run_sync(file.wait_for_hash, 0)
+        if file.hash.pending():
+            await to_thread.run_sync(file.hash.wait, 0)
         return file.finish()
 
     def open_file(filename: str | None, declared_type: str | None) -> FileSink:

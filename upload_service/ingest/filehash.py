@@ -42,10 +42,12 @@ class FileHash:
     def update(self, data: bytes | bytearray | memoryview) -> None:
         self._fed += len(data)
         offload = self._fed > self.INLINE_BYTES and len(data) >= self.OFFLOAD_BYTES and _immutable(data)
+        if not offload and not self._queued:
+            # Nothing queued: the helper is not hashing (it counts a chunk off only once hashed,
+            # and only this caller queues), so no lock on the small upload's path.
+            self._hash.update(data)
+            return
         with self._changed:
-            if not offload and not self._queued:
-                self._hash.update(data)  # inline: nothing is queued, so the helper is not hashing
-                return
             # Behind queued chunks, a small or mutable one waits its turn (copied if mutable).
             self._queue.append(data if _immutable(data) else bytes(data))
             self._queued += len(data)

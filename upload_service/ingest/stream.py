@@ -75,7 +75,8 @@ class FileSink:
         self.declared_type = declared_type
         self.filename = filename
         self.size = 0
-        self._hash = FileHash()
+        #: The file's SHA-256 (past its first MiB computed beside the caller: the reader keeps pace).
+        self.hash = FileHash()
         self._head = bytearray()
         self.detected_type: str | None = None
         self._limit = limits.max_body_bytes
@@ -86,7 +87,7 @@ class FileSink:
         self.size += len(data)
         if self.size > self._limit:
             raise too_large(self._limit)
-        self._hash.update(data)
+        self.hash.update(data)
         if self.detected_type is not None:
             assert self._spool is not None
             self._spool.write(data)
@@ -94,16 +95,6 @@ class FileSink:
         self._head += data
         if len(self._head) >= self._limits.sniff_bytes:
             self._decide()
-
-    def hash_behind(self) -> bool:
-        """The file's hash lags too far behind the bytes read: ``wait_for_hash()`` (in a thread)."""
-        return self._hash.behind()
-
-    def hash_pending(self) -> bool:
-        return self._hash.pending()
-
-    def wait_for_hash(self, queued: int = FileHash.QUEUED_BYTES) -> None:
-        self._hash.wait(queued)
 
     @property
     def target(self) -> ByteTarget | None:
@@ -119,7 +110,7 @@ class FileSink:
         assert self.detected_type is not None
         return IngestedFile(
             size=self.size,
-            sha256=self._hash.hexdigest(),
+            sha256=self.hash.hexdigest(),
             detected_type=self.detected_type,
             declared_type=self.declared_type,
             filename=self.filename,
