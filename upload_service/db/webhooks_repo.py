@@ -54,35 +54,31 @@ def remove_endpoint(session: Session, endpoint: WebhookEndpoint) -> None:
     session.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id))
 
 
-_SUBSCRIPTIONS = select(WebhookEndpoint.id, WebhookEndpoint.events).where(
-    WebhookEndpoint.tenant == bindparam("tenant")
-)
-
-
-def subscribed_endpoint_ids(session: Session, tenant: str, event_type: str) -> list[str]:
-    """The tenant's endpoints that take ``event_type`` (subscriptions are a short JSON list,
-    filtered here rather than with each database's own JSON operators). On every accept, so
-    it goes through the session's connection (Core), not the ORM's result machinery."""
-    rows = session.connection().execute(_SUBSCRIPTIONS, {"tenant": tenant}).all()
-    return [row.id for row in rows if event_type in (row.events or [])]
-
-
 # --- outbox -------------------------------------------------------------------------------
 
 
-#: Built once: building the statement (and its cache key) per batch cost more than running it.
+#: Built once: building the statement (and its cache key) per call cost more than running it.
+#: On every accept (a group commit's batch) and every status change, so through the session's
+#: connection (Core), not the ORM's result machinery.
 _SUBSCRIPTIONS_OF_TENANTS = select(WebhookEndpoint.tenant, WebhookEndpoint.id, WebhookEndpoint.events).where(
     WebhookEndpoint.tenant.in_(bindparam("tenants", expanding=True))
 )
 
 
 def subscribed_endpoints_by_tenant(session: Session, tenants: Sequence[str], event_type: str) -> dict[str, list[str]]:
-    """``subscribed_endpoint_ids`` for several tenants in one query (a group commit's batch)."""
+    """``subscribed_endpoint_ids`` for several tenants in one query (a group commit's batch):
+    tenant -> endpoint ids."""
     found: dict[str, list[str]] = {}
     for row in session.connection().execute(_SUBSCRIPTIONS_OF_TENANTS, {"tenants": sorted(set(tenants))}):
         if event_type in (row.events or []):
             found.setdefault(row.tenant, []).append(row.id)
     return found
+
+
+def subscribed_endpoint_ids(session: Session, tenant: str, event_type: str) -> list[str]:
+    """The tenant's endpoints that take ``event_type`` (subscriptions are a short JSON list,
+    filtered here rather than with each database's own JSON operators)."""
+    return subscribed_endpoints_by_tenant(session, [tenant], event_type).get(tenant, [])
 
 
 def add_events(session: Session, events: Sequence[tuple[WebhookEvent, Sequence[str]]]) -> None:
