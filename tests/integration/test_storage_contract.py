@@ -359,16 +359,17 @@ def test_dropping_the_buckets_empties_again_what_landed_after_the_listing(
     store = build_object_store(s3_settings)
     bucket = s3_settings.originals_bucket
     late = keys.original_key(TENANT, "late")
-    empty = store._empty  # type: ignore[attr-defined]
+    delete_listed = store._delete_listed  # type: ignore[attr-defined]
     passes: list[str] = []
 
-    def empty_then_a_late_put(name: str) -> None:
-        empty(name)
+    def empty_then_a_late_put(name: str, prefix: str = "") -> int:
+        deleted = delete_listed(name, prefix)
         passes.append(name)
         if name == bucket and passes.count(bucket) == 1:
             store.put_bytes(bucket, late, b"late", content_type="image/png", sha256=sha256_hex(b"late"))
+        return deleted
 
-    monkeypatch.setattr(store, "_empty", empty_then_a_late_put)
+    monkeypatch.setattr(store, "_delete_listed", empty_then_a_late_put)
     store.drop_buckets()  # type: ignore[attr-defined]
     assert passes.count(bucket) == 2
     fresh = build_object_store(s3_settings)

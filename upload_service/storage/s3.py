@@ -49,8 +49,7 @@ DROP_PAUSE_SECONDS = 0.5
 #: Threads that send the parts of streamed originals (shared by all uploads of a process; each
 #: upload has at most ``multipart_parts_in_flight`` parts among them). A part holds its thread
 #: while its bytes arrive (streamed) or until it is full (plain), so this bounds the large
-#: uploads that stream at once; the
-#: pool only starts threads as they are needed.
+#: uploads that stream at once; the pool only starts threads as they are needed.
 _PART_THREADS = 64
 log = logging.getLogger(__name__)
 
@@ -187,18 +186,22 @@ class S3ObjectStore:
 
     def delete_prefix(self, bucket: str, prefix: str) -> int:
         keys.check_prefix(prefix)
-        deleted = 0
         with translated("delete_prefix", bucket):
-            paginator = self._client.get_paginator("list_objects_v2")
-            batch: list[dict[str, str]] = []
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    batch.append({"Key": item["Key"]})
-                    if len(batch) == _DELETE_BATCH:
-                        deleted += self._delete_batch(bucket, batch)
-                        batch = []
-            if batch:
-                deleted += self._delete_batch(bucket, batch)
+            return self._delete_listed(bucket, prefix)
+
+    def _delete_listed(self, bucket: str, prefix: str = "") -> int:
+        """Delete every key under ``prefix`` ("": the whole bucket), ``_DELETE_BATCH`` at a time."""
+        deleted = 0
+        paginator = self._client.get_paginator("list_objects_v2")
+        batch: list[dict[str, str]] = []
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                batch.append({"Key": item["Key"]})
+                if len(batch) == _DELETE_BATCH:
+                    deleted += self._delete_batch(bucket, batch)
+                    batch = []
+        if batch:
+            deleted += self._delete_batch(bucket, batch)
         return deleted
 
     def _delete_batch(self, bucket: str, batch: list[dict[str, str]]) -> int:
@@ -328,7 +331,7 @@ class S3ObjectStore:
 
     def _empty_and_delete(self, bucket: str, *, last: bool) -> bool:
         """False if an object landed after the listing (``BucketNotEmpty``), unless ``last``."""
-        self._empty(bucket)
+        self._delete_listed(bucket)
         try:
             self._client.delete_bucket(Bucket=bucket)
         except botocore.exceptions.ClientError as exc:
@@ -336,13 +339,6 @@ class S3ObjectStore:
                 raise
             return False
         return True
-
-    def _empty(self, bucket: str) -> None:
-        paginator = self._client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket):
-            batch = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if batch:
-                self._delete_batch(bucket, batch)
 
     def _bucket_exists(self, bucket: str) -> bool:
         try:
