@@ -2,9 +2,9 @@
 (signed and sent without boto3's per-call machinery, from a thread with ``commit`` or from the
 event loop with ``commit_async``) whose bytes the server checks against the ingest's sha256; a
 larger one is a multipart upload whose parts stream while the bytes arrive (or go whole, once
-full, where the body cannot end), each checked by the server against its own SHA-256. Whatever the path, the stored bytes are the
-file's, a wrong checksum or a server failure is a ``StorageError``, and an abort leaves no
-multipart upload behind."""
+full, where the body cannot end), each checked by the server against its own CRC32C. Whatever
+the path, the stored bytes are the file's, a wrong checksum or a server failure is a
+``StorageError``, and an abort leaves no multipart upload behind."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from upload_service.settings import MiB, StorageSettings
 from upload_service.storage import keys, s3_parts
 from upload_service.storage.s3 import S3ObjectStore
 from upload_service.storage.base import StoredObject
-from upload_service.storage.s3_direct import CHUNK_BYTES, DirectS3
+from upload_service.storage.s3_direct import CHUNK_BYTES, DirectS3, part_checksum
 from tests.fixtures.services import S3Service
 
 PART = 5 * MiB
@@ -300,25 +300,33 @@ def test_an_abort_while_parts_stream_leaves_no_multipart_upload(
     assert not store.exists(bucket, key)
 
 
-def test_a_streamed_part_with_a_wrong_trailer_checksum_is_refused(
-    store: S3ObjectStore, s3: Any, s3_settings: StorageSettings
+@pytest.mark.parametrize("sent", ["plain", "streamed"])
+def test_a_part_with_a_wrong_checksum_is_refused(
+    s3: Any, s3_settings: StorageSettings, sent: str
 ) -> None:
-    """The checksum of a streamed part travels in its trailer, and the server checks it."""
+    """A part's CRC32C travels in a header (plain) or in its ``aws-chunked`` trailer (streamed),
+    and the server checks it: a wrong one is refused, the right one listed with the part."""
     bucket = s3_settings.originals_bucket
-    key = keys.original_key(TENANT, "trailer")
+    key = keys.original_key(TENANT, f"checksum-{sent}")
     direct = DirectS3(s3_settings, s3, botocore.session.Session())
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")["UploadId"]
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32C")["UploadId"]
     data = os.urandom(PART)
     view = memoryview(data)
 
     def chunks() -> Iterator[memoryview]:
         return (view[i : i + CHUNK_BYTES] for i in range(0, PART, CHUNK_BYTES))
 
+    def send(checksum: bytes) -> str:
+        if sent == "plain":
+            return direct.upload_part(bucket, key, upload_id, 1, data, checksum=checksum)
+        return direct.upload_part_streamed(bucket, key, upload_id, 1, PART, chunks, lambda: checksum)
+
     try:
         with pytest.raises(botocore.exceptions.ClientError) as info:
-            direct.upload_part_streamed(bucket, key, upload_id, 1, PART, chunks, lambda: hashlib.sha256(b"other").digest())
+            send(part_checksum(data[:-1] + bytes([data[-1] ^ 1])))  # one bit off in the last byte
         assert info.value.response["Error"]["Code"] in {"InvalidDigest", "BadDigest"}
-        etag = direct.upload_part_streamed(bucket, key, upload_id, 1, PART, chunks, lambda: hashlib.sha256(data).digest())
+        assert s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id).get("Parts", []) == []
+        etag = send(part_checksum(data))
         listed = s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id)["Parts"]
         assert [(p["PartNumber"], p["Size"], p["ETag"]) for p in listed] == [(1, PART, etag)]
     finally:

@@ -1,11 +1,10 @@
 """The lean S3 requests of the accept path, without a server: the URL is the one boto3 uses for
-each addressing style, and the ``aws-chunked`` framing has the length it declares (the parts'
-plan: tests/unit/storage/test_s3_parts.py)."""
+each addressing style, the ``aws-chunked`` framing has the length it declares, and a part's
+checksum is CRC32C however its bytes are fed (the parts' plan: tests/unit/storage/test_s3_parts.py)."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from typing import Any
 
@@ -14,7 +13,7 @@ from pydantic import SecretStr
 
 from upload_service.settings import MiB, StorageSettings
 from upload_service.storage.s3 import S3ObjectStore
-from upload_service.storage.s3_direct import CHUNK_BYTES, chunked_length
+from upload_service.storage.s3_direct import CHUNK_BYTES, PartChecksum, checksum_text, chunked_length, part_checksum
 
 
 def settings(**values: Any) -> StorageSettings:
@@ -47,6 +46,16 @@ def test_the_declared_length_is_the_framed_length(size: int) -> None:
     for start in range(0, size, CHUNK_BYTES):
         chunk = data[start : start + CHUNK_BYTES]
         framed += b"%x\r\n" % len(chunk) + chunk + b"\r\n"
-    digest = base64.b64encode(hashlib.sha256(data).digest())
-    framed += b"0\r\nx-amz-checksum-sha256:" + digest + b"\r\n\r\n"
+    framed += b"0\r\nx-amz-checksum-crc32c:" + checksum_text(part_checksum(data)).encode() + b"\r\n\r\n"
     assert chunked_length(size) == len(framed)
+
+
+def test_a_part_checksum_is_crc32c_fed_in_any_pieces() -> None:
+    # RFC 3720's check value for "123456789" is 0xE3069283.
+    assert part_checksum(b"123456789") == bytes.fromhex("e3069283")
+    data = os.urandom(3 * CHUNK_BYTES + 17)
+    fed = PartChecksum()
+    for start in range(0, len(data), 100_000):
+        fed.update(memoryview(data)[start : start + 100_000])
+    assert fed.digest() == part_checksum(data) == PartChecksum(data).digest()
+    assert checksum_text(part_checksum(b"123456789")) == base64.b64encode(bytes.fromhex("e3069283")).decode()

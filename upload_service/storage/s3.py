@@ -10,7 +10,9 @@ throttling are transient; a missing key is ``ObjectNotFound``; 403 and other 4xx
 Integrity: the sha256 computed at ingest is stored as ``x-amz-meta-sha256`` for consumers, and
 also sent as an S3 checksum so that the server verifies the bytes it received: single-request
 puts carry the precomputed ``ChecksumSHA256`` (a mismatch is refused with ``BadDigest``);
-multipart puts use ``ChecksumAlgorithm=SHA256`` (per-part checksums, verified per part).
+multipart puts of files (``put_file``: workers' artifacts) use ``ChecksumAlgorithm=SHA256``
+(per-part checksums that boto3 computes, verified per part); the accept path's streamed
+originals carry per-part CRC32Cs instead (``s3_direct.py`` says why).
 """
 
 from __future__ import annotations

@@ -27,11 +27,16 @@ What boto3 would do and this module does too:
   and HTTP status, ``EndpointConnectionError``, ``ReadTimeoutError``, ...), so ``s3.py``
   translates them into ``StorageError`` exactly as it does boto3's.
 
-Integrity: a PUT's payload is signed with the sha256 the ingest computed (no second hash of
-the body) and carries it as ``x-amz-checksum-sha256``: the server recomputes it and refuses a
-mismatch (``BadDigest`` / ``XAmzContentSHA256Mismatch``). A streamed part's checksum is only
-known once its last byte has gone out, so it travels in the trailer of an ``aws-chunked`` body
-(``STREAMING-UNSIGNED-PAYLOAD-TRAILER``), which the server verifies the same way.
+Integrity: a whole original's ``PutObject`` is signed with the sha256 the ingest computed (no
+second hash of the body) and carries it as ``x-amz-checksum-sha256``: the server recomputes it
+and refuses a mismatch (``BadDigest`` / ``XAmzContentSHA256Mismatch``). A part of a multipart
+upload carries a CRC32C instead (``x-amz-checksum-crc32c``, the payload ``UNSIGNED-PAYLOAD``),
+which the server recomputes and checks the same way: the whole file's sha256 can't be checked
+part by part, and a part's own SHA-256 would be a second hash pass over every byte, on our side
+and on the server's (``part_checksum``: ~0.06 ms/MiB against SHA-256's ~0.85). A streamed
+part's CRC32C is only known once its last byte has gone out, so it travels in the trailer of an
+``aws-chunked`` body (``STREAMING-UNSIGNED-PAYLOAD-TRAILER``). The file's sha256 stays the
+upload's record; workers check the original against it before processing.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from urllib.parse import quote
 
 import botocore.credentials
 import botocore.exceptions
+import crc32c
 import urllib3
 
 from upload_service.settings import StorageSettings
@@ -82,6 +88,11 @@ _ERROR_CODE = re.compile(rb"<Code>([^<]{1,128})</Code>")
 _ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,512})</Message>")
 #: Payload hash of a body framed as ``aws-chunked`` with an unsigned checksum trailer.
 STREAMING_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+#: Payload hash of a part whose integrity its checksum header carries.
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+#: The checksum of a multipart upload's parts (``ChecksumAlgorithm`` at its creation).
+PART_CHECKSUM_ALGORITHM = "CRC32C"
+_PART_CHECKSUM_HEADER = "x-amz-checksum-crc32c"
 #: A streamed part goes out in ``aws-chunked`` chunks of this size (the last one may be shorter).
 CHUNK_BYTES = 256 * 1024
 
@@ -91,13 +102,36 @@ class TruncatedBody(Exception):
 
 
 def chunked_length(size: int, chunk: int = CHUNK_BYTES) -> int:
-    """The length of ``size`` bytes framed as ``aws-chunked`` with a sha256 trailer."""
+    """The length of ``size`` bytes framed as ``aws-chunked`` with a CRC32C trailer."""
     full, rest = divmod(size, chunk)
     length = full * (len(f"{chunk:x}") + 4 + chunk)
     if rest:
         length += len(f"{rest:x}") + 4 + rest
-    trailer = len(b"x-amz-checksum-sha256:") + 44 + 2  # base64 of 32 bytes, then CRLF
+    trailer = len(_PART_CHECKSUM_HEADER) + 1 + 8 + 2  # ":", base64 of 4 bytes, then CRLF
     return length + len(b"0\r\n") + trailer + 2
+
+
+class PartChecksum:
+    """A part's CRC32C, fed as its bytes go out (``update``); ``digest()`` is what S3 lists."""
+
+    def __init__(self, data: bytes | bytearray | memoryview = b"") -> None:
+        self._value = crc32c.crc32c(data)
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._value = crc32c.crc32c(data, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(4, "big")
+
+
+def part_checksum(data: bytes | bytearray | memoryview) -> bytes:
+    """The checksum S3 checks a part against (CRC32C, 4 bytes big-endian)."""
+    return PartChecksum(data).digest()
+
+
+def checksum_text(digest: bytes) -> str:
+    """A checksum as S3's headers and ``CompleteMultipartUpload`` carry it (base64)."""
+    return base64.b64encode(digest).decode("ascii")
 
 
 class DirectS3:
@@ -151,16 +185,20 @@ class DirectS3:
         self._send("PutObject", "PUT", self.url(bucket, key), headers, lambda: body, payload_sha256=sha256)
 
     def upload_part(
-        self, bucket: str, key: str, upload_id: str, number: int, body: bytes | bytearray | memoryview, *, sha256: bytes
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: bytes | bytearray | memoryview,
+        *,
+        checksum: bytes,
     ) -> str:
-        """One ``UploadPart`` of bytes in memory, checked against ``sha256`` (raw digest);
+        """One ``UploadPart`` of bytes in memory, checked against ``checksum`` (``part_checksum``);
         returns the part's ETag."""
-        headers = {
-            "Content-Length": str(len(body)),
-            "x-amz-checksum-sha256": base64.b64encode(sha256).decode("ascii"),
-        }
+        headers = {"Content-Length": str(len(body)), _PART_CHECKSUM_HEADER: checksum_text(checksum)}
         url = self._part_url(bucket, key, upload_id, number)
-        response = self._send("UploadPart", "PUT", url, headers, lambda: body, payload_sha256=sha256.hex())
+        response = self._send("UploadPart", "PUT", url, headers, lambda: body, payload_sha256=UNSIGNED_PAYLOAD)
         return str(response.headers.get("ETag", ""))
 
     def upload_part_streamed(
@@ -175,13 +213,13 @@ class DirectS3:
     ) -> str:
         """One ``UploadPart`` of ``size`` bytes sent while ``chunks()`` yields them (an attempt
         that fails is retried with a fresh ``chunks()``); ``checksum()``, called once they are
-        all out, gives their sha256 digest for the trailer. Returns the part's ETag."""
+        all out, gives their ``part_checksum`` for the trailer. Returns the part's ETag."""
         headers = {
             "Content-Length": str(chunked_length(size)),
             "Content-Encoding": "aws-chunked",
             "x-amz-decoded-content-length": str(size),
-            "x-amz-trailer": "x-amz-checksum-sha256",
-            "x-amz-sdk-checksum-algorithm": "SHA256",
+            "x-amz-trailer": _PART_CHECKSUM_HEADER,
+            "x-amz-sdk-checksum-algorithm": PART_CHECKSUM_ALGORITHM,
         }
 
         def framed() -> Iterator[bytes | memoryview]:
@@ -189,8 +227,7 @@ class DirectS3:
                 yield b"%x\r\n" % len(piece)
                 yield piece
                 yield b"\r\n"
-            digest = base64.b64encode(checksum()).decode("ascii")
-            yield f"0\r\nx-amz-checksum-sha256:{digest}\r\n\r\n".encode("ascii")
+            yield f"0\r\n{_PART_CHECKSUM_HEADER}:{checksum_text(checksum())}\r\n\r\n".encode("ascii")
 
         url = self._part_url(bucket, key, upload_id, number)
         response = self._send("UploadPart", "PUT", url, headers, framed, payload_sha256=STREAMING_TRAILER)
@@ -276,7 +313,7 @@ def put_headers(size: int, content_type: str, sha256: str) -> dict[str, str]:
         "Content-Type": content_type,
         "Content-Length": str(size),
         "x-amz-meta-sha256": sha256,
-        "x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(sha256)).decode("ascii"),
+        "x-amz-checksum-sha256": checksum_text(bytes.fromhex(sha256)),
     }
 
 

@@ -4,14 +4,13 @@ streams (``PartPlan``), and the part itself, filled by the reader while a thread
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from upload_service.storage.s3_direct import CHUNK_BYTES, TruncatedBody
+from upload_service.storage.s3_direct import CHUNK_BYTES, PartChecksum, TruncatedBody
 
 #: S3's smallest part (all but the last part of an upload).
 MIN_PART_BYTES = 5 * 1024 * 1024
@@ -99,7 +98,8 @@ class Part:
         self.sent = 0
         self.ended = False  # no more bytes will come (the body ended, or the writer aborted)
         self.aborted = False
-        self.sha256 = b""
+        #: The checksum of the bytes a streamed part sent (``part_checksum``), once all went out.
+        self.checksum = b""
         self._changed = changed
         self._count_handed = count_handed  # (the writer's count of what went out, for its lead)
 
@@ -138,7 +138,7 @@ class Part:
 
     def chunks(self) -> Iterator[memoryview]:
         """The part's bytes as they arrive (raises TruncatedBody if the body ends first)."""
-        digest = hashlib.sha256()
+        checksum = PartChecksum()
         view = memoryview(self.buffer)
         for start in range(0, self.size, CHUNK_BYTES):
             end = min(start + CHUNK_BYTES, self.size)
@@ -147,11 +147,11 @@ class Part:
                 if self.filled < end:
                     raise TruncatedBody(self.number)
             chunk = view[start:end]
-            digest.update(chunk)
+            checksum.update(chunk)
             yield chunk
             with self._changed:
                 if end > self.sent:
                     self._count_handed(end - self.sent)
                     self.sent = end
                     self._changed.notify_all()
-        self.sha256 = digest.digest()
+        self.checksum = checksum.digest()

@@ -11,10 +11,8 @@ S3 is unreachable.
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import contextlib
-import hashlib
 import logging
 import threading
 import time
@@ -27,7 +25,9 @@ from anyio import CancelScope, to_thread
 from upload_service.errors import StorageError
 from upload_service.storage import keys
 from upload_service.storage.base import StoredObject
-from upload_service.storage.s3_direct import CHUNK_BYTES, DirectS3, TruncatedBody
+from upload_service.storage.s3_direct import (
+    CHUNK_BYTES, PART_CHECKSUM_ALGORITHM, DirectS3, TruncatedBody, checksum_text, part_checksum,
+)
 from upload_service.storage.s3_loop import LoopPuts
 from upload_service.storage.s3_errors import translated
 from upload_service.storage.s3_parts import Part, PartPlan
@@ -54,7 +54,7 @@ class S3StreamingWriter:
     ``size_hint``) starts with its first byte and sends its bytes while they arrive,
     so the reader runs at most ``_LEAD_BYTES`` ahead of what went to S3 (``congested()`` until
     ``wait()`` has let it catch up). At most ``in_flight`` parts, the one filling included, are
-    unacknowledged at once. A part sent from memory carries its SHA-256 as a header; a streamed
+    unacknowledged at once. A part sent from memory carries its CRC32C as a header; a streamed
     part's goes in the trailer of its ``aws-chunked`` body; the server verifies both (SeaweedFS answers
     ``InvalidDigest`` to a wrong one, and checks the parts' checksums again at
     ``CompleteMultipartUpload``). The part the body ends in is shorter than it declared: that
@@ -323,7 +323,10 @@ class S3StreamingWriter:
     def _create(self) -> str:
         with translated("create_multipart_upload", self.bucket, self.key):
             response = self._client.create_multipart_upload(
-                Bucket=self.bucket, Key=self.key, ContentType=self.content_type, ChecksumAlgorithm="SHA256"
+                Bucket=self.bucket,
+                Key=self.key,
+                ContentType=self.content_type,
+                ChecksumAlgorithm=PART_CHECKSUM_ALGORITHM,
             )
         return str(response["UploadId"])
 
@@ -331,10 +334,10 @@ class S3StreamingWriter:
         return self._upload_from_memory(created.result(), 1, memoryview(part))
 
     def _upload_from_memory(self, upload_id: str, number: int, body: memoryview) -> dict[str, Any]:
-        digest = hashlib.sha256(body).digest()
+        checksum = part_checksum(body)
         with translated("upload_part", self.bucket, self.key):
-            etag = self._direct.upload_part(self.bucket, self.key, upload_id, number, body, sha256=digest)
-        return _completed_part(number, etag, digest)
+            etag = self._direct.upload_part(self.bucket, self.key, upload_id, number, body, checksum=checksum)
+        return _completed_part(number, etag, checksum)
 
     def _upload_part(self, created: concurrent.futures.Future[str], part: Part) -> dict[str, Any]:
         upload_id = created.result()  # raises the creation's StorageError
@@ -342,9 +345,9 @@ class S3StreamingWriter:
             try:
                 with translated("upload_part", self.bucket, self.key):
                     etag = self._direct.upload_part_streamed(
-                        self.bucket, self.key, upload_id, part.number, part.size, part.chunks, lambda: part.sha256
+                        self.bucket, self.key, upload_id, part.number, part.size, part.chunks, lambda: part.checksum
                     )
-                return _completed_part(part.number, etag, part.sha256)
+                return _completed_part(part.number, etag, part.checksum)
             except TruncatedBody:
                 pass  # the body ended inside this part (the last one): sent again with its real size
         # A plain part, or a streamed one the body ended in: from memory, once no byte will come.
@@ -369,6 +372,6 @@ class S3StreamingWriter:
         self._pending = still
 
 
-def _completed_part(number: int, etag: str, sha256: bytes) -> dict[str, Any]:
+def _completed_part(number: int, etag: str, checksum: bytes) -> dict[str, Any]:
     """A part as ``CompleteMultipartUpload`` lists it (with the checksum S3 checks again)."""
-    return {"PartNumber": number, "ETag": etag, "ChecksumSHA256": base64.b64encode(sha256).decode("ascii")}
+    return {"PartNumber": number, "ETag": etag, "ChecksumCRC32C": checksum_text(checksum)}
