@@ -21,6 +21,18 @@ HINT_SLACK = 256 * 1024
 STALL_SECONDS = 300.0
 
 
+def part_buffer(size: int) -> mmap.mmap:
+    """Memory for one part: a private anonymous mapping, not a bytearray, so it goes back to the
+    OS the moment the part is dropped (malloc would keep a freed 8 MiB block in its heap and let
+    the process grow). Private, not ``mmap``'s default shared mapping (which lives in shmem and
+    faults page by page), and with transparent huge pages asked for where the kernel offers them:
+    filling a fresh part costs ~0.1 ms/MiB instead of ~0.9 (docs/benchmarks.md)."""
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        buffer.madvise(mmap.MADV_HUGEPAGE)
+    return buffer
+
+
 @dataclass(frozen=True)
 class PartPlan:
     """Where the parts of one upload end, and which of them stream: ``part_bytes`` (the
@@ -90,9 +102,7 @@ class Part:
         self.number = number
         self.size = size
         self.streamed = streamed
-        # An anonymous mapping, not a bytearray: it goes back to the OS the moment the part is
-        # dropped (malloc would keep a freed 8 MiB block in its heap and let the process grow).
-        self.buffer = mmap.mmap(-1, size)
+        self.buffer = part_buffer(size)
         self.filled = 0
         #: Bytes handed to the connection by the furthest attempt (what the reader's lead counts).
         self.sent = 0
