@@ -230,3 +230,24 @@ def test_a_file_that_keeps_crashing_workers_ends_failed(server: LiveServer, clie
     run_jobs_in_process(server)
     record = wait_for_status(client, upload_id, {"failed"}, timeout=5)
     assert record["error"]["code"] == "PROCESSING_CRASHED"
+
+
+def test_an_original_changed_in_the_store_is_not_processed(server: LiveServer, client: Client) -> None:
+    """A worker checks the original it reads against the sha256 the API recorded: other bytes
+    under the original's key (a valid image too, which would otherwise be processed) make no
+    artifact, and the upload goes back to the queue for a retry."""
+    upload_id = upload(client, samples.png_bytes(color=(10, 200, 10)), "a.png")
+    with server.sessions() as session:
+        row = repository.get_upload_any_tenant(session, upload_id)
+        assert row is not None
+        key = row.original_key
+    other = samples.png_bytes(color=(200, 10, 10))
+    server.store.put_bytes(
+        server.settings.storage.originals_bucket, key, other, content_type="image/png",
+        sha256=hashlib.sha256(other).hexdigest(),
+    )
+    run_jobs_in_process(server)
+    record = client.request("GET", f"/v1/uploads/{upload_id}").json()
+    assert record["status"] == "queued"  # to be retried, not done
+    assert record["artifacts"] == []
+    assert server.store.list_keys(server.settings.storage.artifacts_bucket, f"{client.tenant}/{upload_id}/") == []
