@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -30,6 +31,10 @@ from upload_service.tokens import load_keyring
 from upload_service.webhooks.secretbox import check_configured_keys
 
 log = logging.getLogger(__name__)
+
+#: Net allocations of container objects between two young-generation collections while the API
+#: serves (CPython's default is 700: a collection every request or two under load).
+YOUNG_COLLECTION_THRESHOLD = 7000
 
 
 class _App(FastAPI):
@@ -56,6 +61,31 @@ class _App(FastAPI):
         )
 
 
+@contextmanager
+def start_up_heap_frozen() -> Iterator[None]:
+    """While the API serves, the cyclic garbage collector skips what start-up built, and runs
+    its young collections less often; both are undone when it stops.
+
+    Start-up leaves ~180,000 tracked objects (botocore's service models, SQLAlchemy's and
+    pydantic's schemas, the routes) that live as long as the process. Every full collection
+    walked them all: ~115 ms of CPU each, with the event loop stopped, five times in 3,500 small
+    uploads; with the young collections, 0.28 ms of CPU per upload. ``gc.freeze()`` moves them
+    to a generation the collector never scans, and a young collection every 7,000 net
+    allocations instead of 700 leaves the cycles of finished requests to fewer, larger passes:
+    0.03 ms per upload, no pause over ~4 ms (docs/benchmarks.md). The cost: a cycle of
+    start-up's objects dropped later is never collected (they live as long as the process), and
+    garbage cycles wait a little longer for a young collection."""
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,7 +98,8 @@ def create_app(settings: Settings) -> FastAPI:
         sweep_stale_originals(services.store, settings)
         app.state.services = services
         try:
-            yield
+            with start_up_heap_frozen():
+                yield
         finally:
             await services.store.aclose()
             services.close()
