@@ -13,7 +13,8 @@ from pydantic import SecretStr
 
 from upload_service.settings import MiB, StorageSettings
 from upload_service.storage.s3 import S3ObjectStore
-from upload_service.storage.s3_direct import CHUNK_BYTES, PartChecksum, checksum_text, chunked_length, part_checksum
+from upload_service.storage.s3_direct import CHUNK_BYTES, PartChecksum, chunked_length, part_checksum
+from upload_service.storage.s3_errors import checksum_text
 
 
 def settings(**values: Any) -> StorageSettings:

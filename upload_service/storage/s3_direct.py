@@ -41,7 +41,6 @@ upload's record; workers check the original against it before processing.
 
 from __future__ import annotations
 
-import base64
 import random
 import re
 import threading
@@ -56,6 +55,7 @@ import crc32c
 import urllib3
 
 from upload_service.settings import StorageSettings
+from upload_service.storage.s3_errors import b64_sha256, checksum_text
 from upload_service.storage.sigv4 import Credentials, SigV4Signer
 
 #: botocore's standard retry mode: these codes and statuses are worth another attempt.
@@ -127,11 +127,6 @@ class PartChecksum:
 def part_checksum(data: bytes | bytearray | memoryview) -> bytes:
     """The checksum S3 checks a part against (CRC32C, 4 bytes big-endian)."""
     return PartChecksum(data).digest()
-
-
-def checksum_text(digest: bytes) -> str:
-    """A checksum as S3's headers and ``CompleteMultipartUpload`` carry it (base64)."""
-    return base64.b64encode(digest).decode("ascii")
 
 
 class DirectS3:
@@ -313,7 +308,7 @@ def put_headers(size: int, content_type: str, sha256: str) -> dict[str, str]:
         "Content-Type": content_type,
         "Content-Length": str(size),
         "x-amz-meta-sha256": sha256,
-        "x-amz-checksum-sha256": checksum_text(bytes.fromhex(sha256)),
+        "x-amz-checksum-sha256": b64_sha256(sha256),
     }
 
 

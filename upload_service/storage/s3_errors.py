@@ -1,7 +1,7 @@
 """How the S3 backend's SDK failures become ``StorageError``: network faults, timeouts, 5xx and
 throttling are transient (retrying later may help); a missing key is ``ObjectNotFound``; 403 and
 other 4xx are permanent. Messages carry the operation, bucket, key, error code and HTTP status,
-never credentials."""
+never credentials. Also how a checksum is written for S3 (``checksum_text``), shared by both senders."""
 
 from __future__ import annotations
 
@@ -103,5 +103,11 @@ def translated(
         raise translate(exc, op=op, bucket=bucket, key=key) from exc
 
 
+def checksum_text(digest: bytes) -> str:
+    """A checksum as S3's headers, trailers and ``CompleteMultipartUpload`` carry it (base64)."""
+    return base64.b64encode(digest).decode("ascii")
+
+
 def b64_sha256(sha256: str) -> str:
-    return base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
+    """A hex sha256 as S3's ``ChecksumSHA256`` carries it."""
+    return checksum_text(bytes.fromhex(sha256))

@@ -26,10 +26,14 @@ from upload_service.errors import StorageError
 from upload_service.storage import keys
 from upload_service.storage.base import StoredObject
 from upload_service.storage.s3_direct import (
-    CHUNK_BYTES, PART_CHECKSUM_ALGORITHM, DirectS3, TruncatedBody, checksum_text, part_checksum,
+    CHUNK_BYTES,
+    PART_CHECKSUM_ALGORITHM,
+    DirectS3,
+    TruncatedBody,
+    part_checksum,
 )
 from upload_service.storage.s3_loop import LoopPuts
-from upload_service.storage.s3_errors import translated
+from upload_service.storage.s3_errors import checksum_text, translated
 from upload_service.storage.s3_parts import Part, PartPlan
 
 #: How far the reader may run ahead of what went out to S3 (the bytes left to send after the
