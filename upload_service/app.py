@@ -66,15 +66,11 @@ def start_up_heap_frozen() -> Iterator[None]:
     """While the API serves, the cyclic garbage collector skips what start-up built, and runs
     its young collections less often; both are undone when it stops.
 
-    Start-up leaves ~180,000 tracked objects (botocore's service models, SQLAlchemy's and
-    pydantic's schemas, the routes) that live as long as the process. Every full collection
-    walked them all: ~115 ms of CPU each, with the event loop stopped, five times in 3,500 small
-    uploads; with the young collections, 0.28 ms of CPU per upload. ``gc.freeze()`` moves them
-    to a generation the collector never scans, and a young collection every 7,000 net
-    allocations instead of 700 leaves the cycles of finished requests to fewer, larger passes:
-    0.03 ms per upload, no pause over ~4 ms (docs/benchmarks.md). The cost: a cycle of
-    start-up's objects dropped later is never collected (they live as long as the process), and
-    garbage cycles wait a little longer for a young collection."""
+    Every full collection walked the ~180,000 objects start-up leaves (botocore's models,
+    SQLAlchemy's and pydantic's schemas, the routes), ~115 ms each with the event loop stopped
+    (docs/architecture.md, "Python's cyclic garbage collector while serving"). The cost: a
+    cycle of start-up's objects dropped later is never collected, and garbage cycles wait a
+    little longer for a young collection."""
     threshold = gc.get_threshold()
     gc.collect()
     gc.freeze()
