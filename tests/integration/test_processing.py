@@ -250,4 +250,8 @@ def test_an_original_changed_in_the_store_is_not_processed(server: LiveServer, c
     record = client.request("GET", f"/v1/uploads/{upload_id}").json()
     assert record["status"] == "queued"  # to be retried, not done
     assert record["artifacts"] == []
-    assert server.store.list_keys(server.settings.storage.artifacts_bucket, f"{client.tenant}/{upload_id}/") == []
+    prefix = f"{client.tenant}/{upload_id}/"
+    assert server.store.list_keys(server.settings.storage.artifacts_bucket, prefix) == []
+    # Nothing left for later tests' workers: deleted, its scheduled retry finds no upload and skips.
+    assert client.request("DELETE", f"/v1/uploads/{upload_id}").status_code == 204
+    assert server.store.list_keys(server.settings.storage.originals_bucket, prefix) == []
