@@ -21,6 +21,7 @@ import boto3
 import botocore.exceptions
 import botocore.session
 import pytest
+import uvloop
 from botocore.config import Config
 
 from upload_service.errors import StorageError
@@ -72,8 +73,9 @@ def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
     return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
-#: How the accept path commits: ``commit`` (in a thread) or ``commit_async`` (on the event loop).
-WAYS = ["commit", "commit_async"]
+#: How the accept path commits: ``commit`` (in a thread) or ``commit_async`` (on the event loop:
+#: asyncio's, and uvloop's, which the API runs).
+WAYS = ["commit", "commit_async", "commit_async_uvloop"]
 
 
 def commit(store: S3ObjectStore, writer: Any, sha256: str, way: str) -> StoredObject:
@@ -86,7 +88,9 @@ def commit(store: S3ObjectStore, writer: Any, sha256: str, way: str) -> StoredOb
         finally:
             await store.aclose()  # as the API's shutdown: the loop's connections closed
 
-    return asyncio.run(on_a_loop())
+    factory = uvloop.new_event_loop if way == "commit_async_uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(on_a_loop())
 
 
 @pytest.mark.parametrize("way", WAYS)

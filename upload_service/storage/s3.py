@@ -1,7 +1,7 @@
 """The S3 backend's object store. With ``s3_writer.py`` (the streaming writer of originals),
 ``s3_direct.py`` (the accept path's signed requests), ``s3_loop.py`` (a whole original's PUT
 from the event loop) and ``s3_errors.py`` (SDK errors to ``StorageError``), the only modules
-that import boto3/botocore (and s3transfer, aiohttp, urllib3).
+that import boto3/botocore (and s3transfer, urllib3).
 
 It works against AWS S3 and S3-compatible servers (SeaweedFS, MinIO). Every SDK failure leaves
 the backend as a ``StorageError`` (``s3_errors.py``): network faults, timeouts, 5xx and

@@ -3,16 +3,16 @@
 Every small upload ends in one ``PUT`` of its original (up to one part, held in memory). Sent
 from a thread (``anyio.to_thread`` and ``DirectS3.put_object`` over urllib3), that ``PUT`` cost
 1.57–1.67 ms of client CPU with 32 uploads in flight: the hand-offs, the GIL passed between 32
-threads, ``http.client``'s pure-Python response parsing. Sent from the event loop over an
-aiohttp connection pool it costs 0.52–0.90 ms, and the loop goes on serving meanwhile
-(docs/architecture.md, "A whole original is PUT from the event loop").
+threads, ``http.client``'s pure-Python response parsing. Sent from the event loop it costs a
+fraction of that, and the loop goes on serving meanwhile (docs/architecture.md, "A whole
+original is PUT from the event loop"), over ``loop_http``'s kept-alive connections.
 
 The request is ``DirectS3``'s: the same URL, headers and SigV4 signature (a fresh one per
 attempt), the same retry policy (botocore's ``standard`` mode) and the same botocore
 exceptions, so ``s3_errors.translated`` turns a failure into the same ``StorageError``. Timeouts
 are ``connect_timeout_seconds`` (to connect) and ``read_timeout_seconds`` (between reads); TLS
-is verified against botocore's CA bundle. One connection pool per event loop (the API process
-has one), closed by ``aclose`` at the API's shutdown.
+is verified against botocore's CA bundle. One set of connections per event loop (the API
+process has one), closed by ``aclose`` at the API's shutdown.
 """
 
 from __future__ import annotations
@@ -21,12 +21,23 @@ import asyncio
 import ssl
 import weakref
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
-import aiohttp
 import botocore.exceptions
 
 from upload_service.settings import StorageSettings
+from upload_service.storage import loop_http
 from upload_service.storage.s3_direct import ATTEMPT_ERRORS, DirectS3, client_error, put_headers
+from upload_service.storage.sigv4 import host_header
+
+#: Each ``loop_http`` failure as the botocore exception urllib3's would be raised as.
+_AS_BOTOCORE: dict[type[loop_http.LoopHttpError], type[botocore.exceptions.BotoCoreError]] = {
+    loop_http.TlsError: botocore.exceptions.SSLError,
+    loop_http.ConnectTimeout: botocore.exceptions.ConnectTimeoutError,
+    loop_http.Unreachable: botocore.exceptions.EndpointConnectionError,
+    loop_http.ReadTimeout: botocore.exceptions.ReadTimeoutError,
+    loop_http.Broken: botocore.exceptions.ConnectionClosedError,
+}
 
 
 class LoopPuts:
@@ -34,10 +45,9 @@ class LoopPuts:
 
     def __init__(self, direct: DirectS3, settings: StorageSettings) -> None:
         self._direct = direct
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.connect_timeout_seconds, sock_read=settings.read_timeout_seconds
-        )
-        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+        self._settings = settings
+        self._tls: ssl.SSLContext | None = None
+        self._endpoints: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, loop_http.Endpoint]] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -59,40 +69,35 @@ class LoopPuts:
 
     async def aclose(self) -> None:
         """Close the running loop's connections (the API's shutdown)."""
-        session = self._sessions.pop(asyncio.get_running_loop(), None)
-        if session is not None:
-            await session.close()
+        for endpoint in self._endpoints.pop(asyncio.get_running_loop(), {}).values():
+            endpoint.close()
 
     async def _attempt(self, url: str, headers: Mapping[str, str], body: bytes | bytearray, sha256: str) -> None:
         signed = self._direct.signed_headers("PUT", url, headers, sha256)
-        endpoint = url.split("?", 1)[0]
+        base, slash, path = url.partition("://")[2].partition("/")
         try:
-            async with self._session().put(url, data=body, headers=signed, allow_redirects=False) as response:
-                data = await response.read()
-        except aiohttp.ClientSSLError as exc:
-            raise botocore.exceptions.SSLError(endpoint_url=endpoint, error=exc) from exc
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise botocore.exceptions.ConnectTimeoutError(endpoint_url=endpoint, error=exc) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise botocore.exceptions.EndpointConnectionError(endpoint_url=endpoint, error=exc) from exc
-        except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as exc:
-            raise botocore.exceptions.ReadTimeoutError(endpoint_url=endpoint, error=exc) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            # Reset, closed or broken connections (also a body that could not be sent).
-            raise botocore.exceptions.ConnectionClosedError(endpoint_url=endpoint, error=exc) from exc
+            response = await self._endpoint(url, base).request("PUT", slash + path, signed, body)
+        except loop_http.LoopHttpError as exc:
+            raise _AS_BOTOCORE[type(exc)](endpoint_url=url.split("?", 1)[0], error=exc) from exc
         if response.status >= 300:
-            raise client_error("PutObject", response.status, data, response.headers)
+            raise client_error("PutObject", response.status, response.body, response.headers)
 
-    def _session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        session = self._sessions.get(loop)
-        if session is None or session.closed:
-            # TLS verified against botocore's bundle (read only for an https endpoint).
-            tls = ssl.create_default_context(cafile=self._direct.ca_bundle) if self._direct.https else True
-            # No headers of its own (the signed ones are all there is) and no decompression.
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, ssl=tls), timeout=self._timeout, auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+    def _endpoint(self, url: str, base: str) -> loop_http.Endpoint:
+        endpoints = self._endpoints.setdefault(asyncio.get_running_loop(), {})
+        endpoint = endpoints.get(base)
+        if endpoint is None:
+            parts = urlsplit(url)
+            https = parts.scheme == "https"
+            endpoint = endpoints[base] = loop_http.Endpoint(
+                parts.hostname or "", parts.port or (443 if https else 80),
+                tls=self._tls_context() if https else None, host_header=host_header(parts),
+                connect_timeout=self._settings.connect_timeout_seconds,
+                read_timeout=self._settings.read_timeout_seconds,
             )
-            self._sessions[loop] = session
-        return session
+        return endpoint
+
+    def _tls_context(self) -> ssl.SSLContext:
+        # TLS verified against botocore's bundle (read once, for an https endpoint only).
+        if self._tls is None:
+            self._tls = ssl.create_default_context(cafile=self._direct.ca_bundle)
+        return self._tls

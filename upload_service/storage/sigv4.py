@@ -82,7 +82,7 @@ class SigV4Signer:
                 continue
             trimmed = " ".join(value.split())
             canonical[lowered] = f"{canonical[lowered]},{trimmed}" if lowered in canonical else trimmed
-        canonical.setdefault("host", _host(parts))
+        canonical.setdefault("host", host_header(parts))
         names = sorted(canonical)
         signed_names = ";".join(names)
         request = "\n".join(
@@ -117,7 +117,7 @@ class SigV4Signer:
         return key
 
 
-def _host(parts: SplitResult) -> str:
+def host_header(parts: SplitResult) -> str:
     """The ``host`` header botocore signs: the lowercase host, IPv6 in brackets, the port unless
     it is the scheme's default, no user info."""
     host = parts.hostname or ""
