@@ -369,6 +369,7 @@ def ingress_annotations(settings: Settings) -> dict[str, dict[str, str]]:
         "proxy-body-size": str(limits.max_body_bytes),
         "proxy-request-buffering": "off",
         "proxy-buffering": "off",
+        "client-body-buffer-size": str(n.upload_body_buffer_bytes),
         **proxy,
         **_ingress_rate(n.upload_rate, n.upload_burst),
     }

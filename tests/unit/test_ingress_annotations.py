@@ -45,6 +45,9 @@ def test_the_body_caps_and_streaming_match_the_nginx_config() -> None:
     assert api[INGRESS_PREFIX + "proxy-body-size"] == "4096" and "client_max_body_size 4096;" in config
     assert uploads[INGRESS_PREFIX + "proxy-request-buffering"] == "off" == uploads[INGRESS_PREFIX + "proxy-buffering"]
     assert INGRESS_PREFIX + "proxy-request-buffering" not in api
+    buffer = settings.nginx.upload_body_buffer_bytes
+    assert uploads[INGRESS_PREFIX + "client-body-buffer-size"] == str(buffer)
+    assert f"client_body_buffer_size {buffer};" in config and INGRESS_PREFIX + "client-body-buffer-size" not in api
     for block in (uploads, api):
         assert block[INGRESS_PREFIX + "proxy-read-timeout"] == "77" and "proxy_read_timeout 77s;" in config
         assert block[INGRESS_PREFIX + "proxy-http-version"] == "1.1"

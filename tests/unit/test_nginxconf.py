@@ -67,6 +67,10 @@ def test_uploads_get_the_body_cap_and_stream_other_routes_the_json_cap() -> None
     assert f"client_max_body_size {30 * MiB};" in uploads
     for directive in ("proxy_request_buffering off;", "proxy_buffering off;"):
         assert directive in uploads
+    # The body passed on in pieces of up to 128 KiB (nginx's own default: 16 KiB), uploads only.
+    assert "client_body_buffer_size 131072;" in uploads and config.count("client_body_buffer_size") == 1
+    tuned = render_nginx_config(settings(nginx={"upload_body_buffer_bytes": 1024 * 1024}))
+    assert "client_body_buffer_size 1048576;" in location_block(tuned, "= /v1/uploads")
     assert "proxy_http_version 1.1;" in config and 'proxy_set_header Connection "";' in config
     assert "client_max_body_size 4096;" in config  # the http-level default for every other route
     assert "proxy_intercept_errors" not in config  # the app's own errors pass through
