@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench import payloads
 from bench.payloads import Body, MiB
+from bench.procstat import wait_for_quiet
 from bench.report import Row, median
 from bench.servers import BenchStack, Target, peak_growth_mib, proc_kib, reset_peak_rss
 
@@ -161,9 +162,11 @@ def _servers(stack: BenchStack, with_nginx: bool) -> dict[str, Callable[[], cont
 
 def run_large(stack: BenchStack, quick: bool) -> list[Row]:
     """Every server runs at once and the runs go round-robin, so load from elsewhere on the
-    machine falls on all of them alike. The 5 MiB runs come first: they must not inherit the
-    memory a 45 MiB upload left mapped."""
-    runs = 2 if quick else 5
+    machine falls on all of them alike; each run starts once the machine is quiet, so the work a
+    run leaves behind (SeaweedFS's own after a 45 MiB object, its deletion) does not land on the
+    next server's run. The 5 MiB runs come first: they must not inherit the memory a 45 MiB
+    upload left mapped."""
+    runs = 2 if quick else 9
     big, small = _bodies(LARGE_BYTES), _bodies(SMALL_BYTES)
     warm = payloads.raw(payloads.pdf_of_size(64 * 1024), "application/pdf")
     s3_limit, limit_samples = S3Limit(stack, big["raw"].content), Samples()
@@ -180,8 +183,10 @@ def run_large(stack: BenchStack, quick: bool) -> list[Row]:
             for _ in range(runs):
                 for key, target in targets.items():
                     path = target.multipart_path if mode == "multipart" else target.raw_path
+                    wait_for_quiet()
                     _measure_once(target, path, body, settled[key], results[key][mode])
                 if mode != "small":
+                    wait_for_quiet()
                     s3_limit.measure_once(limit_samples)
     stack.flush_queue()
     rows = _large_rows(results, big["raw"].size, limit_samples)

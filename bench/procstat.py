@@ -42,6 +42,28 @@ def cpu_seconds(pid: int, with_reaped_children: bool = True) -> float:
     return ticks / _CLK_TCK
 
 
+def _busy_and_total_ticks() -> tuple[int, int]:
+    """The machine's CPU ticks (all cores) spent busy, and in all, since boot (``/proc/stat``)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def wait_for_quiet(limit_seconds: float = 2.0, window: float = 0.1, busy_below: float = 0.15) -> float:
+    """Wait until the machine's cores were less than ``busy_below`` busy over one ``window``
+    (the leftover work of the previous run, such as the S3 server's own after a 45 MiB object,
+    is done), for at most ``limit_seconds``; returns the seconds waited."""
+    started = time.perf_counter()
+    busy, total = _busy_and_total_ticks()
+    while time.perf_counter() - started < limit_seconds:
+        time.sleep(window)
+        busy_now, total_now = _busy_and_total_ticks()
+        if total_now > total and (busy_now - busy) / (total_now - total) < busy_below:
+            break
+        busy, total = busy_now, total_now
+    return time.perf_counter() - started
+
+
 def descendants(pid: int) -> list[int]:
     """``pid`` and every live process below it."""
     found, queue = [], [pid]
