@@ -304,6 +304,53 @@ def test_an_abort_while_parts_stream_leaves_no_multipart_upload(
     assert not store.exists(bucket, key)
 
 
+class RecordingPool(s3_parts.BufferPool):
+    """The process's pool, noting which buffers it handed out that an earlier part had used."""
+
+    def __init__(self) -> None:
+        super().__init__(keep=3)
+        self.reused = 0
+
+    def take(self, size: int) -> Any:
+        idle = {id(buffer) for buffer in self._idle}
+        buffer = super().take(size)
+        self.reused += id(buffer) in idle
+        return buffer
+
+
+def test_part_buffers_serve_later_originals_and_come_back_after_an_abort(
+    store: S3ObjectStore, s3: Any, s3_settings: StorageSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts take their buffers from the process's pool and give them back once sent: the next
+    original's parts fill buffers an earlier one used, and send only their own bytes (a short
+    last part over an older, longer one's leftovers included); an abort gives back every part's
+    buffer once its sender stopped, and leaves no multipart upload."""
+    pool = RecordingPool()
+    monkeypatch.setattr(s3_parts, "PART_BUFFERS", pool)
+    bucket = s3_settings.originals_bucket
+
+    def stream(name: str, size: int) -> bytes:
+        data = os.urandom(size)
+        writer = store.open_writer(bucket, keys.original_key(TENANT, name), content_type="application/pdf")
+        write_all(writer, data)
+        writer.commit(hashlib.sha256(data).hexdigest())
+        return data
+
+    stream("first", 3 * PART + 12_345)
+    assert pool.idle >= 1
+    reused = pool.reused  # (part 4 may already have taken part 2's)
+    second = stream("second", 2 * PART + 777)  # its last part: 777 bytes in a used buffer
+    assert pool.reused > reused
+    assert store.get_bytes(bucket, keys.original_key(TENANT, "second")) == second
+
+    writer = store.open_writer(bucket, keys.original_key(TENANT, "dropped"), content_type="application/pdf")
+    write_all(writer, os.urandom(2 * PART + MiB))  # part 3 filling (part 2's sent or sending)
+    during = pool.idle
+    writer.abort()
+    assert pool.idle > during  # the parts' buffers came back
+    assert open_uploads(s3, bucket) == []
+
+
 @pytest.mark.parametrize("sent", ["plain", "streamed"])
 def test_a_part_with_a_wrong_checksum_is_refused(
     s3: Any, s3_settings: StorageSettings, sent: str

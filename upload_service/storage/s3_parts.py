@@ -4,6 +4,7 @@ streams (``PartPlan``), and the part itself, filled by the reader while a thread
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import threading
 import time
@@ -31,6 +32,52 @@ def part_buffer(size: int) -> mmap.mmap:
     if hasattr(mmap, "MADV_HUGEPAGE"):
         buffer.madvise(mmap.MADV_HUGEPAGE)
     return buffer
+
+
+#: Idle part buffers a process keeps for its next parts (~8-10 MiB of memory each).
+KEEP_IDLE_BUFFERS = 3
+_HUGE_PAGE = 2 * 1024 * 1024
+
+
+class BufferPool:
+    """Part buffers kept for the next parts, of any upload of the process. A fresh buffer's
+    first touch has the kernel zero every page of it: 17 % of the API's CPU on 45 MiB uploads
+    to S3 (docs/architecture.md, "Part buffers"). At most ``keep`` idle buffers are kept; more
+    are unmapped. A buffer is whole huge pages (2 MiB), so parts of nearby sizes share them; a
+    part uses its first ``size`` bytes and only ever sends what it was filled with."""
+
+    def __init__(self, keep: int = KEEP_IDLE_BUFFERS) -> None:
+        self._keep = keep
+        self._idle: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> mmap.mmap:
+        """The smallest idle buffer of at least ``size`` bytes, or a fresh one."""
+        with self._lock:
+            fitting = [buffer for buffer in self._idle if len(buffer) >= size]
+            if fitting:
+                buffer = min(fitting, key=len)
+                self._idle.remove(buffer)
+                return buffer
+        return part_buffer(-(-size // _HUGE_PAGE) * _HUGE_PAGE)
+
+    def give(self, buffer: mmap.mmap) -> None:
+        """A buffer no part uses any more (its sender and its reader are done with it)."""
+        with self._lock:
+            if len(self._idle) < self._keep:
+                self._idle.append(buffer)
+                return
+        with contextlib.suppress(BufferError):  # (a view still held: unmapped when it goes)
+            buffer.close()
+
+    @property
+    def idle(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+
+#: The process's part buffers.
+PART_BUFFERS = BufferPool()
 
 
 @dataclass(frozen=True)
@@ -98,11 +145,14 @@ class Part:
         count_handed: Callable[[int], None],
         *,
         streamed: bool,
+        buffers: BufferPool | None = None,
     ) -> None:
         self.number = number
         self.size = size
         self.streamed = streamed
-        self.buffer = part_buffer(size)
+        self._buffers = PART_BUFFERS if buffers is None else buffers
+        self.buffer = self._buffers.take(size)
+        self._released = False
         self.filled = 0
         #: Bytes handed to the connection by the furthest attempt (what the reader's lead counts).
         self.sent = 0
@@ -123,6 +173,13 @@ class Part:
         self.buffer[self.filled : self.filled + n] = data[:n]
         self.filled += n
         return n
+
+    def release(self) -> None:
+        """Give the buffer back for later parts: only once its sender finished and no byte
+        will be added (full, ended, or no longer the reader's part)."""
+        if not self._released:
+            self._released = True
+            self._buffers.give(self.buffer)
 
     def whole(self) -> memoryview:
         """The part's bytes once it is full or the body ended in it (raises TruncatedBody if

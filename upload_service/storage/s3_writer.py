@@ -70,6 +70,8 @@ class S3StreamingWriter:
 
     Memory: at most ``in_flight`` + 1 parts (the first, then the ones not yet
     acknowledged; a planned part is at most max(``part_bytes``, 10 MiB)), whatever the file size.
+    A part's buffer goes back to the process's pool (``s3_parts.PART_BUFFERS``, a few idle
+    buffers kept) once its sender is done and the reader let go of it.
 
     Not thread-safe: one reader calls ``write``/``wait``/``commit``/``abort`` in turn.
     """
@@ -99,6 +101,8 @@ class S3StreamingWriter:
         #: CreateMultipartUpload, sent from a thread too (its parts wait for it there).
         self._created: concurrent.futures.Future[str] | None = None
         self._pending: list[concurrent.futures.Future[dict[str, Any]]] = []
+        #: The parts being sent, by their sender's future (released once it is done).
+        self._sending: dict[concurrent.futures.Future[dict[str, Any]], Part] = {}
         self._done: list[dict[str, Any]] = []
         self._next_part = 1
         self._current: Part | None = None
@@ -239,6 +243,9 @@ class S3StreamingWriter:
             future.cancel()
         concurrent.futures.wait(self._pending)
         self._pending = []
+        sending, self._sending = self._sending, {}
+        for part in sending.values():  # every sender is done and the reader let go
+            part.release()
         if self._created is None:
             return
         try:
@@ -293,7 +300,7 @@ class S3StreamingWriter:
                     streamed = self._plan.streams(self._planned, size)
                     self._planned += size
                     self._current = Part(number, size, self._changed, self._count_handed, streamed=streamed)
-                    self._submit(self._upload_part, self._current)
+                    self._sending[self._submit(self._upload_part, self._current)] = self._current
                 n = self._current.fill(data)
                 if self._current.streamed:
                     self._streamed += n
@@ -313,12 +320,13 @@ class S3StreamingWriter:
                 self._changed.notify_all()
             self._current = None
 
-    def _submit(self, job: Any, arg: Any) -> None:
+    def _submit(self, job: Any, arg: Any) -> concurrent.futures.Future[dict[str, Any]]:
         if self._created is None:  # (never: the first part creates the upload)
             raise RuntimeError("no multipart upload")
         future = self._executor.submit(job, self._created, arg)
         future.add_done_callback(self._notify)
         self._pending.append(future)
+        return future
 
     def _notify(self, _future: object) -> None:
         with self._changed:
@@ -370,10 +378,19 @@ class S3StreamingWriter:
         still: list[concurrent.futures.Future[dict[str, Any]]] = []
         for future in self._pending:
             if future.done():
+                self._release(future)
                 self._done.append(future.result())  # raises the part's StorageError
             else:
                 still.append(future)
         self._pending = still
+
+    def _release(self, future: concurrent.futures.Future[dict[str, Any]]) -> None:
+        """The buffer of a part whose sender is done, unless the reader may still fill it
+        (a part that failed early; ``abort`` releases it once the reader let go)."""
+        part = self._sending.get(future)
+        if part is not None and (part is not self._current or part.full or part.ended):
+            del self._sending[future]
+            part.release()
 
 
 def _completed_part(number: int, etag: str, checksum: bytes) -> dict[str, Any]:

@@ -116,3 +116,35 @@ def test_a_part_buffer_is_private_zeroed_memory() -> None:
     buffer[8 * MiB - 3 :] = b"end"
     assert buffer[8 * MiB - 3 :] == b"end"
     buffer.close()
+
+
+def test_part_buffers_are_kept_for_later_parts_up_to_a_bound() -> None:
+    """A released buffer serves the next part of a size it fits (no fresh pages to zero);
+    parts of nearby sizes share whole huge pages; past ``keep`` idle buffers, one is unmapped."""
+    pool = s3_parts.BufferPool(keep=2)
+    changed = threading.Condition()
+
+    def part(size: int) -> Part:
+        return Part(2, size, changed, lambda n: None, streamed=False, buffers=pool)
+
+    first = part(8 * MiB)
+    buffer = first.buffer
+    assert len(buffer) == 8 * MiB
+    first.fill(memoryview(b"a" * 1000))
+    first.release()
+    first.release()  # (once only)
+    assert pool.idle == 1
+    second = part(5 * MiB + 1)
+    assert second.buffer is buffer and pool.idle == 0  # the same mapping, used again
+    second.fill(memoryview(b"b" * 10))
+    with changed:
+        second.ended = True
+    assert bytes(second.whole()) == b"b" * 10  # what this part was filled with, nothing older
+    odd = part(int(9.76 * MiB))
+    assert len(odd.buffer) == 10 * MiB  # rounded up to whole 2 MiB pages
+    spare = part(MIN_PART_BYTES)
+    for each in (second, odd, spare):
+        each.release()
+    assert pool.idle == 2
+    assert spare.buffer.closed and not buffer.closed and not odd.buffer.closed
+    assert pool.take(9 * MiB) is odd.buffer  # the smallest that fits
