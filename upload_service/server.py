@@ -81,6 +81,8 @@ def serve(settings: Settings, *, host: str | None, port: int | None, uds: str | 
 
     options: dict[str, Any] = {
         "factory": True,
+        # httptools, without uvicorn's two copies of every request body byte (httpproto.py).
+        "http": "upload_service.httpproto:BodyChunksProtocol",
         "proxy_headers": True,
         "forwarded_allow_ips": ",".join(settings.server.trusted_proxies),
         "server_header": False,
