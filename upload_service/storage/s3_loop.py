@@ -27,7 +27,7 @@ import botocore.exceptions
 
 from upload_service.settings import StorageSettings
 from upload_service.storage import loop_http
-from upload_service.storage.s3_direct import ATTEMPT_ERRORS, DirectS3, client_error, put_headers
+from upload_service.storage.s3_direct import ATTEMPT_ERRORS, UNSIGNED_PAYLOAD, DirectS3, client_error, put_headers
 from upload_service.storage.sigv4 import host_header
 
 #: Each ``loop_http`` failure as the botocore exception urllib3's would be raised as.
@@ -60,7 +60,7 @@ class LoopPuts:
         while True:
             attempt += 1
             try:
-                return await self._attempt(url, headers, body, sha256)
+                return await self._attempt(url, headers, body)
             except ATTEMPT_ERRORS as exc:
                 pause = self._direct.retry_pause(exc, attempt)
                 if pause is None:
@@ -72,8 +72,8 @@ class LoopPuts:
         for endpoint in self._endpoints.pop(asyncio.get_running_loop(), {}).values():
             endpoint.close()
 
-    async def _attempt(self, url: str, headers: Mapping[str, str], body: bytes | bytearray, sha256: str) -> None:
-        signed = self._direct.signed_headers("PUT", url, headers, sha256)
+    async def _attempt(self, url: str, headers: Mapping[str, str], body: bytes | bytearray) -> None:
+        signed = self._direct.signed_headers("PUT", url, headers, UNSIGNED_PAYLOAD)
         base, slash, path = url.partition("://")[2].partition("/")
         try:
             response = await self._endpoint(url, base).request("PUT", slash + path, signed, body)

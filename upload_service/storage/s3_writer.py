@@ -49,8 +49,8 @@ class S3StreamingWriter:
     """An object sent to S3 while its bytes arrive (``ObjectWriter``).
 
     Up to one part is held in memory; a body that never grows past it goes out as one
-    ``PutObject`` at ``commit`` (signed with the whole file's sha256 and carrying it as
-    ``x-amz-checksum-sha256``, which the server verifies; sent by ``DirectS3``, or by
+    ``PutObject`` at ``commit`` (carrying the whole file's sha256 as
+    ``x-amz-checksum-sha256``, a signed header the server verifies; sent by ``DirectS3``, or by
     ``LoopPuts`` from the event loop with ``commit_async``). The first byte
     past one part starts a multipart upload: the first part goes out from memory, and so does
     every later part the body cannot end in (a *plain* part, sent once full), while the rest
