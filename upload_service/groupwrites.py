@@ -26,7 +26,7 @@ from upload_service.audit.chain import append_events
 from upload_service.audit.writer import log_event
 from upload_service.db import repository
 from upload_service.db.groupcommit import GroupCommit
-from upload_service.db.models import Upload
+from upload_service.db.models import NewUploadValues
 from upload_service.jobqueue import JobQueue, ProcessingJob
 from upload_service.media import kind_of
 from upload_service.webhooks.events import EventType
@@ -37,10 +37,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class NewUpload:
-    """An accepted upload: the row's values (a transient object, never added to a session) and
-    its ``upload:accepted`` event."""
+    """An accepted upload: the row's values and its ``upload:accepted`` event."""
 
-    upload: Upload
+    upload: NewUploadValues
     event: AuditEvent
 
 

@@ -33,7 +33,7 @@ from upload_service.auth import Principal, Scope
 from upload_service.db import repository, token_uses
 from upload_service.db.engine import session_scope
 from upload_service.db.errors import DatabaseError, ConstraintViolation, translated
-from upload_service.db.models import Upload, UploadStatus
+from upload_service.db.models import NewUploadValues, Upload, UploadStatus, UploadValues
 from upload_service.errors import ErrorCode, ServiceError, StorageError
 from upload_service.groupwrites import NewUpload, Writes
 from upload_service.ingest.body import BodyHeaders, CountedBody, ReceivedBody, receive_body
@@ -67,7 +67,7 @@ class UploadRequest:
 
 @dataclass(frozen=True)
 class Accepted:
-    upload: Upload
+    upload: UploadValues  # a new one's record, or the replayed upload's row
     replayed: bool  # an Idempotency-Key matched an earlier upload of the same bytes
 
 
@@ -260,7 +260,7 @@ class UploadService:
         return Accepted(upload=upload, replayed=False)
 
     def _after_failed_commit(
-        self, request: UploadRequest, upload: Upload, received: ReceivedBody, error: DatabaseError
+        self, request: UploadRequest, upload: NewUploadValues, received: ReceivedBody, error: DatabaseError
     ) -> Accepted:
         self._forget_original(self.settings.storage.originals_bucket, upload.original_key)
         if isinstance(error, ConstraintViolation) and request.idempotency_key is not None:
@@ -272,11 +272,11 @@ class UploadService:
 
     def _new_upload(
         self, request: UploadRequest, upload_id: str, received: ReceivedBody, metadata: dict[str, Any] | None
-    ) -> Upload:
+    ) -> NewUploadValues:
         file = received.file
         principal = request.principal
         now = repository.utcnow()
-        return Upload(
+        return NewUploadValues(
             id=upload_id,
             tenant=principal.tenant,
             filename=file.filename,
@@ -285,8 +285,6 @@ class UploadService:
             declared_type=stored_declared_type(file.declared_type),
             detected_type=file.detected_type,
             status=UploadStatus.QUEUED,
-            error_code=None,
-            error_message=None,
             metadata_=_with_token_metadata(metadata, principal),
             tags=list(principal.token.tags) if principal.token and principal.token.tags else None,
             original_key=keys.original_key(principal.tenant, upload_id),
@@ -294,10 +292,8 @@ class UploadService:
             request_id=request.request_id,
             key_id=principal.key_id,
             token_id=principal.token_id,
-            attempts=0,
             created_at=now,
             updated_at=now,
-            artifacts=[],
         )
 
     def _find_by_idempotency_key(self, request: UploadRequest) -> Upload | None:

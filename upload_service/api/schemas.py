@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from upload_service.db.models import Upload
+from upload_service.db.models import UploadValues
 
 
 class ErrorInfo(BaseModel):
@@ -39,7 +39,7 @@ class UploadOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, upload: Upload) -> UploadOut:
+    def of(cls, upload: UploadValues) -> UploadOut:
         return cls(
             id=upload.id,
             filename=upload.filename,

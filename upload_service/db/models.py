@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
@@ -89,6 +90,41 @@ class Upload(Base):
     artifacts: Mapped[list[Artifact]] = relationship(
         back_populates="upload", cascade="all, delete-orphan", order_by="Artifact.name", lazy="selectin"
     )
+
+
+@dataclass(slots=True)
+class NewUploadValues:
+    """A just-accepted upload's row, as a plain record: what the group commit inserts
+    (``repository.insert_uploads``) and the ``202`` shows. Same attribute names as ``Upload``
+    (``metadata_`` included), so readers of either take both; never added to a session. An
+    ``Upload`` object would be transient all the same, and building one through the ORM's
+    instrumented attributes cost more than the rest of the row's way to the database."""
+
+    id: str
+    tenant: str
+    filename: str | None
+    size: int
+    sha256: str
+    declared_type: str | None
+    detected_type: str
+    status: str
+    metadata_: dict[str, Any] | None
+    tags: list[str] | None
+    original_key: str
+    idempotency_key: str | None
+    request_id: str | None
+    key_id: str | None
+    token_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    error_code: str | None = None
+    error_message: str | None = None
+    attempts: int = 0
+    artifacts: list[Artifact] = field(default_factory=list)  # (none yet)
+
+
+#: What reads an upload's values: a row loaded through the ORM, or a just-accepted one.
+UploadValues = Upload | NewUploadValues
 
 
 class Artifact(Base):

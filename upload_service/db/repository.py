@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from upload_service.db.audit_models import AuditEventRow
-from upload_service.db.models import VISIBLE_STATUSES, ApiKey, Artifact, Upload, UploadStatus
+from upload_service.db.models import VISIBLE_STATUSES, ApiKey, Artifact, NewUploadValues, Upload, UploadStatus, UploadValues
 
 
 def utcnow() -> datetime:
@@ -44,10 +44,9 @@ def add_upload(session: Session, upload: Upload) -> None:
     session.flush()
 
 
-def insert_uploads(session: Session, uploads: Sequence[Upload]) -> None:
-    """New rows for ``uploads`` (transient objects, never added to a session) with one Core
-    multi-row insert on the session's connection: the accept path's hot statement, without the
-    ORM's unit of work."""
+def insert_uploads(session: Session, uploads: Sequence[NewUploadValues]) -> None:
+    """New rows for ``uploads`` with one Core multi-row insert on the session's connection: the
+    accept path's hot statement, without the ORM's unit of work."""
     if uploads:
         session.connection().execute(_INSERT_UPLOADS, [upload_row(upload) for upload in uploads])
 
@@ -63,7 +62,7 @@ def existing_upload_ids(session: Session, upload_ids: Sequence[str]) -> set[str]
     return set(session.scalars(select(Upload.id).where(Upload.id.in_(list(upload_ids)))))
 
 
-def upload_row(upload: Upload) -> dict[str, Any]:
+def upload_row(upload: UploadValues) -> dict[str, Any]:
     """The column values of ``upload``, keyed by column name."""
     return {column.name: getattr(upload, attribute) for attribute, column in _UPLOAD_COLUMNS}
 

@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from upload_service.db import webhooks_repo
-from upload_service.db.models import Artifact, Upload
+from upload_service.db.models import Artifact, Upload, UploadValues
 from upload_service.db.webhook_models import WebhookEvent
 from upload_service.webhooks.events import EventType, build_body, format_time, new_event_id
 
 
 def upload_record(
-    upload: Upload,
+    upload: UploadValues,
     *,
     status: str | None = None,
     error: tuple[str, str] | None = None,
@@ -81,7 +81,7 @@ def record_upload_event(
     return event.id
 
 
-def record_upload_events(session: Session, uploads: Sequence[Upload], event_type: EventType) -> None:
+def record_upload_events(session: Session, uploads: Sequence[UploadValues], event_type: EventType) -> None:
     """``record_upload_event`` for a group commit's new uploads (each at its ``created_at``):
     one query for the batch's tenants' subscriptions, one multi-row insert per table."""
     if not uploads:
