@@ -154,12 +154,15 @@ class Part:
         self.buffer = self._buffers.take(size)
         self._released = False
         self.filled = 0
+        self.filled_at = time.monotonic()  # when the last bytes came
         #: Bytes handed to the connection by the furthest attempt (what the reader's lead counts).
         self.sent = 0
         self.ended = False  # no more bytes will come (the body ended, or the writer aborted)
         self.aborted = False
         #: The checksum of the bytes a streamed part sent (``part_checksum``), once all went out.
         self.checksum = b""
+        #: How many bytes the sender waits for (None: it is not waiting for bytes).
+        self.awaited: int | None = None
         self._changed = changed
         self._count_handed = count_handed  # (the writer's count of what went out, for its lead)
 
@@ -172,7 +175,15 @@ class Part:
         n = min(len(data), self.size - self.filled)
         self.buffer[self.filled : self.filled + n] = data[:n]
         self.filled += n
+        self.filled_at = time.monotonic()
         return n
+
+    @property
+    def sender_may_go_on(self) -> bool:
+        """The sender waits for bytes that are now in: the filler should notify ``changed``.
+        (Not on every fill: a plain part's sender waits for the whole part, a streamed one's for
+        its next ``CHUNK_BYTES``; waking it for each network chunk cost context switches.)"""
+        return self.awaited is not None and self.filled >= self.awaited
 
     def release(self) -> None:
         """Give the buffer back for later parts: only once its sender finished and no byte
@@ -195,13 +206,19 @@ class Part:
         stall bound counts from the last byte that came: a body that keeps coming, however
         slowly, is waited for; after ``STALL_SECONDS`` without a byte, commit or abort, the
         writer was left, and the part gives up (``aborted``)."""
-        seen, stalled = -1, 0.0
-        while self.filled < filled and not self.ended and not self.aborted:
-            if self.filled != seen:
-                seen, stalled = self.filled, time.monotonic() + STALL_SECONDS
-            if not self._changed.wait(timeout=max(0.0, stalled - time.monotonic())):
-                self.aborted = True
-                return
+        started = time.monotonic()
+        try:
+            while self.filled < filled and not self.ended and not self.aborted:
+                left = max(started, self.filled_at) + STALL_SECONDS - time.monotonic()
+                if left <= 0:
+                    self.aborted = True
+                    return
+                # Woken when these bytes are in (``sender_may_go_on``), at the end, or at the
+                # stall bound (measured again from the last bytes that came meanwhile).
+                self.awaited = filled
+                self._changed.wait(timeout=left)
+        finally:
+            self.awaited = None
 
     def chunks(self) -> Iterator[memoryview]:
         """The part's bytes as they arrive (raises TruncatedBody if the body ends first)."""

@@ -304,7 +304,8 @@ class S3StreamingWriter:
                 n = self._current.fill(data)
                 if self._current.streamed:
                     self._streamed += n
-                self._changed.notify_all()
+                if self._current.sender_may_go_on:
+                    self._changed.notify_all()
             data = data[n:]
 
     def _count_handed(self, n: int) -> None:

@@ -148,3 +148,26 @@ def test_part_buffers_are_kept_for_later_parts_up_to_a_bound() -> None:
     assert pool.idle == 2
     assert spare.buffer.closed and not buffer.closed and not odd.buffer.closed
     assert pool.take(9 * MiB) is odd.buffer  # the smallest that fits
+
+
+def test_a_sender_is_woken_when_the_bytes_it_waits_for_are_in() -> None:
+    """The filler notifies only when the sender's bytes are all in (``sender_may_go_on``): a
+    plain part's sender waits for the whole part, not for each network chunk."""
+    changed = threading.Condition()
+    part = Part(2, MIN_PART_BYTES, changed, lambda n: None, streamed=False, buffers=s3_parts.BufferPool(keep=0))
+    got: list[bytes] = []
+    sender = threading.Thread(target=lambda: got.append(bytes(part.whole()[-3:])))
+    sender.start()
+    for _ in range(500):
+        if part.awaited is not None:
+            break
+        threading.Event().wait(0.01)
+    assert part.awaited == MIN_PART_BYTES
+    with changed:
+        part.fill(memoryview(b"x" * (MIN_PART_BYTES - 3)))
+        assert not part.sender_may_go_on
+        part.fill(memoryview(b"end"))
+        assert part.sender_may_go_on
+        changed.notify_all()
+    sender.join(timeout=5)
+    assert got == [b"end"] and part.awaited is None
