@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from bench import loadgen, payloads
 from bench.payloads import Body
-from bench.procstat import Meter, PostgresMeter, ProcessMeter, TreeMeter
+from bench.procstat import Meter, PostgresMeter, ProcessMeter, TreeMeter, wait_for_quiet
 from bench.report import Row
 from bench.servers import BenchStack, Target, postgres_reachable
 
@@ -77,6 +77,9 @@ class Burst:
 
 
 def _metered(meters: dict[str, Meter], run: Callable[[], Burst]) -> Burst:
+    # The previous burst's leftovers (SeaweedFS digesting 1,000 objects and their deletion, a
+    # database's background work) would fall on this one's meters and throughput.
+    wait_for_quiet()
     for meter in meters.values():
         meter.start()
     burst = run()
