@@ -42,9 +42,10 @@ _HUGE_PAGE = 2 * 1024 * 1024
 class BufferPool:
     """Part buffers kept for the next parts, of any upload of the process. A fresh buffer's
     first touch has the kernel zero every page of it: 17 % of the API's CPU on 45 MiB uploads
-    to S3 (docs/architecture.md, "Part buffers"). At most ``keep`` idle buffers are kept; more
-    are unmapped. A buffer is whole huge pages (2 MiB), so parts of nearby sizes share them; a
-    part uses its first ``size`` bytes and only ever sends what it was filled with."""
+    to S3 (docs/architecture.md, "The original streams to the store while the body arrives").
+    At most ``keep`` idle buffers are kept; more are unmapped. A buffer is whole huge pages
+    (2 MiB), so parts of nearby sizes share them; a part uses its first ``size`` bytes and only
+    ever sends what it was filled with."""
 
     def __init__(self, keep: int = KEEP_IDLE_BUFFERS) -> None:
         self._keep = keep
