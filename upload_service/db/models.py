@@ -98,7 +98,8 @@ class NewUploadValues:
     (``repository.insert_uploads``) and the ``202`` shows. Same attribute names as ``Upload``
     (``metadata_`` included), so readers of either take both; never added to a session. An
     ``Upload`` object would be transient all the same, and building one through the ORM's
-    instrumented attributes cost more than the rest of the row's way to the database."""
+    instrumented attributes cost ~45 us per upload (docs/benchmarks.md). The field list
+    mirrors ``Upload``'s columns on purpose: a column added there is added here."""
 
     id: str
     tenant: str

@@ -1,12 +1,16 @@
 """The event loop's HTTP/1.1 connections (``storage/loop_http.py``) against small servers on
 real sockets that answer as S3 servers do and as broken ones do: answers kept-alive on one
 connection, a closing or vanished connection never reused, chunked error bodies read whole,
-silence and garbage named, on asyncio's loop and on uvloop's (the API's)."""
+silence and garbage named, on asyncio's loop and on uvloop's (the API's); TLS verified against the trusted authorities."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
+import subprocess
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -181,3 +185,62 @@ def test_a_header_with_a_line_break_is_never_sent(run: Callable[[Coroutine[Any, 
 
     run(scenario())
     assert server.requests == []
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A CA of its own and a server certificate it signed for 127.0.0.1 (the ``openssl`` CLI)."""
+    where = tmp_path_factory.mktemp("tls")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
+
+    curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    openssl("req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test CA")
+    openssl("req", *curve, "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=s3")
+    (where / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "node.crt", "-days", "2", "-extfile", "ext.cnf")
+    return where / "ca.crt", where / "node.crt", where / "node.key"
+
+
+def test_tls_is_verified_against_the_trusted_authorities(
+    run: Callable[[Coroutine[Any, Any, Any]], Any], certificate: tuple[Path, Path, Path]
+) -> None:
+    """An endpoint whose certificate chains to a trusted CA answers over TLS; one the client's
+    authorities do not vouch for is a ``TlsError`` before any byte of the request is sent."""
+    ca, cert, key = certificate
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    seen: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            seen.append(await reader.readuntil(b"\r\n\r\n"))
+            await reader.readexactly(3)
+            writer.write(OK)
+            await writer.drain()
+        writer.close()
+
+    async def scenario() -> tuple[int, str]:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=served)
+        port = server.sockets[0].getsockname()[1]
+
+        def endpoint(trusted: ssl.SSLContext) -> loop_http.Endpoint:
+            return loop_http.Endpoint("127.0.0.1", port, tls=trusted, host_header=f"127.0.0.1:{port}",
+                                      connect_timeout=2.0, read_timeout=2.0)
+
+        ours = endpoint(ssl.create_default_context(cafile=str(ca)))
+        status = (await put(ours, b"abc")).status
+        ours.close()
+        try:
+            await put(endpoint(ssl.create_default_context()), b"abc")  # the system's authorities only
+            refused = "sent"
+        except loop_http.TlsError as exc:
+            refused = str(exc)
+        server.close()
+        return status, refused
+
+    status, refused = run(scenario())
+    assert status == 200 and len(seen) == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in refused
