@@ -269,7 +269,8 @@ class DirectS3:
 
     def signed_headers(self, method: str, url: str, headers: Mapping[str, str], payload_sha256: str) -> dict[str, str]:
         """``headers`` with the SigV4 ones added (a fresh signature per attempt), the payload
-        signed as ``payload_sha256`` (the ingest's hash: the body is not hashed again)."""
+        hash given as ``payload_sha256`` (``UNSIGNED-PAYLOAD`` or the streaming trailer's: the
+        body is never hashed here; its checksum header is what the server checks)."""
         return self._signer.sign(self._credentials(), method, url, headers, payload_sha256)
 
     def _attempt(

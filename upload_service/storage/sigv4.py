@@ -4,7 +4,7 @@ botocore's ``S3SigV4Auth`` builds each signature through its general request mac
 ``AWSRequest``, ``email.message`` headers, URL re-parsing, four HMACs to derive the day's key):
 ~45 µs of CPU per request (8 % of the event loop's on-CPU samples under the small-upload bench).
 These requests are few and fixed (``PutObject``, ``UploadPart``: a path-style or virtual-host
-URL, a handful of headers, the payload's sha256 already known), so the signature is computed
+URL, a handful of headers, the payload hash given by the caller), so the signature is computed
 here from the same canonical request, and the key derived from the secret and the day is kept
 until the day or the credentials change.
 
