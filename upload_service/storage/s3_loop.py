@@ -74,21 +74,23 @@ class LoopPuts:
 
     async def _attempt(self, url: str, headers: Mapping[str, str], body: bytes | bytearray) -> None:
         signed = self._direct.signed_headers("PUT", url, headers, UNSIGNED_PAYLOAD)
-        base, slash, path = url.partition("://")[2].partition("/")
+        scheme, _, rest = url.partition("://")
+        netloc, _, path = rest.partition("/")
         try:
-            response = await self._endpoint(url, base).request("PUT", slash + path, signed, body)
+            response = await self._endpoint(f"{scheme}://{netloc}").request("PUT", "/" + path, signed, body)
         except loop_http.LoopHttpError as exc:
             raise _AS_BOTOCORE[type(exc)](endpoint_url=url.split("?", 1)[0], error=exc) from exc
         if response.status >= 300:
             raise client_error("PutObject", response.status, response.body, response.headers)
 
-    def _endpoint(self, url: str, base: str) -> loop_http.Endpoint:
+    def _endpoint(self, origin: str) -> loop_http.Endpoint:
+        """The running loop's connections to ``origin`` (``scheme://host:port``)."""
         endpoints = self._endpoints.setdefault(asyncio.get_running_loop(), {})
-        endpoint = endpoints.get(base)
+        endpoint = endpoints.get(origin)
         if endpoint is None:
-            parts = urlsplit(url)
+            parts = urlsplit(origin)
             https = parts.scheme == "https"
-            endpoint = endpoints[base] = loop_http.Endpoint(
+            endpoint = endpoints[origin] = loop_http.Endpoint(
                 parts.hostname or "", parts.port or (443 if https else 80),
                 tls=self._tls_context() if https else None, host_header=host_header(parts),
                 connect_timeout=self._settings.connect_timeout_seconds,
