@@ -84,7 +84,9 @@ def _post(target: Target, path: str, body: Body) -> Sent:
 
 def _measure_once(target: Target, path: str, body: Body, settled_kib: int, into: Samples) -> None:
     """One upload: its times, and how far the peak RSS rose above the server's settled RSS (the
-    RSS after the warm-up: memory an earlier upload left mapped counts against this one too)."""
+    RSS after the warm-up: memory an earlier upload left mapped counts against this one too).
+    It starts once the machine is quiet: what the previous run left to do is not this one's."""
+    wait_for_quiet()
     reset_peak_rss(target.memory_pid)
     finished = _finish_seconds(target)
     sent = _post(target, path, body)
@@ -135,6 +137,7 @@ class S3Limit:
         self.config = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=4)
 
     def measure_once(self, into: Samples) -> None:
+        wait_for_quiet()  # (as ``_measure_once``)
         started = time.perf_counter()
         self.client.upload_file(str(self.path), self.bucket, "limit/object", Config=self.config)
         into.seconds.append(time.perf_counter() - started)
@@ -183,10 +186,8 @@ def run_large(stack: BenchStack, quick: bool) -> list[Row]:
             for _ in range(runs):
                 for key, target in targets.items():
                     path = target.multipart_path if mode == "multipart" else target.raw_path
-                    wait_for_quiet()
                     _measure_once(target, path, body, settled[key], results[key][mode])
                 if mode != "small":
-                    wait_for_quiet()
                     s3_limit.measure_once(limit_samples)
     stack.flush_queue()
     rows = _large_rows(results, big["raw"].size, limit_samples)
