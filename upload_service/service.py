@@ -33,6 +33,7 @@ from upload_service.auth import Principal, Scope
 from upload_service.db import repository, token_uses
 from upload_service.db.engine import session_scope
 from upload_service.db.errors import DatabaseError, ConstraintViolation, translated
+from upload_service.db.groupcommit import Arrival
 from upload_service.db.models import NewUploadValues, Upload, UploadStatus, UploadValues
 from upload_service.errors import ErrorCode, ServiceError, StorageError
 from upload_service.groupwrites import NewUpload, Writes
@@ -165,6 +166,8 @@ class UploadService:
                     # object is gone again): a process killed in between leaves a ledger entry
                     # that the next start sweeps (upload_service/pending.py).
                     note = self.pending.note(upload_id, original_key)
+                    # The row will join a group commit soon: a batch being gathered waits for it.
+                    arrival = self.writes.expect()
                     try:
                         earlier = await self._earlier_upload(request, received)
                         if earlier is not None:
@@ -173,8 +176,9 @@ class UploadService:
                             # Up to one part, the original goes out from the event loop (S3).
                             await writers[0].commit_async(received.file.sha256)
                             stored = True
-                            accepted = await self._record(request, upload_id, received, metadata)
+                            accepted = await self._record(request, upload_id, received, metadata, arrival)
                     finally:
+                        arrival.cancel()
                         note.done()
             except StorageError as exc:
                 raise unavailable("object storage", exc) from exc
@@ -242,7 +246,12 @@ class UploadService:
         return None if earlier is None else self._replay(earlier, received, request.principal)
 
     async def _record(
-        self, request: UploadRequest, upload_id: str, received: ReceivedBody, metadata: dict[str, Any] | None
+        self,
+        request: UploadRequest,
+        upload_id: str,
+        received: ReceivedBody,
+        metadata: dict[str, Any] | None,
+        arrival: Arrival,
     ) -> Accepted:
         """The row, its outbox rows and its ``upload:accepted`` event in the process's next group
         commit; answered once that batch has committed (the caller shields this: whatever
@@ -254,7 +263,7 @@ class UploadService:
             declared_type=upload.declared_type, detected_type=upload.detected_type, size=upload.size,
         )
         try:
-            await self.writes.commit(NewUpload(upload, event))
+            await self.writes.commit(NewUpload(upload, event), arrival)
         except DatabaseError as exc:
             return await to_thread.run_sync(self._after_failed_commit, request, upload, received, exc)
         return Accepted(upload=upload, replayed=False)

@@ -81,10 +81,10 @@ class SpoolSettings(BaseModel):
 class DatabaseSettings(BaseModel):
     url: str = "sqlite:///var/uploads.db"
     echo: bool = False
-    #: Under load (the previous group commit held several items) the next one waits up to this
-    #: long for more accepts before its transaction begins: fewer, fuller batches cost less CPU
-    #: per upload. A lone upload never waits; 0 turns the wait off.
-    group_commit_gather_ms: float = Field(5.0, ge=0, le=100)
+    #: How long, at most, a group commit waits before its transaction begins for accepts whose
+    #: original is on its way to storage (they announce themselves): fewer, fuller batches cost
+    #: less CPU per upload. With none on its way it never waits; 0 turns the wait off.
+    group_commit_gather_ms: float = Field(25.0, ge=0, le=100)
 
 
 class RedisSettings(BaseModel):

@@ -125,40 +125,68 @@ class Sizes:
         return write_batch(session, items)
 
 
-def test_under_load_a_batch_waits_for_company_and_a_lone_request_does_not(sessions: sessionmaker[Session]) -> None:
-    """After a batch of several items the writer waits up to ``gather_seconds`` for more, so
-    two accepts 0.2 s apart share a transaction; after a batch of one it starts at once."""
-    gate = Gate()  # records every batch's size
-    writes: GroupCommit[NewUpload | AuditEvent] = GroupCommit(sessions, gate, gather_seconds=5.0)
+def test_a_batch_waits_for_an_announced_item_and_not_for_a_withdrawn_one(sessions: sessionmaker[Session]) -> None:
+    """An item announced with ``expect()`` is waited for (up to ``gather_seconds``): handed in
+    0.2 s after another, it shares that one's transaction. A withdrawn announcement ends the
+    wait at once, well inside the 30 s window."""
+    sizes = Sizes()
+    writes: GroupCommit[NewUpload | AuditEvent] = GroupCommit(sessions, sizes, gather_seconds=30.0)
+    writes.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            coming = writes.expect()
+            early = pool.submit(writes.commit_sync, new_upload())
+            threading.Event().wait(0.2)
+            assert not early.done()  # waiting for the announced one
+            late = pool.submit(writes.commit_sync, new_upload(), None, coming)
+            early.result(10)
+            late.result(10)
+
+            withdrawn = writes.expect()
+            alone = pool.submit(writes.commit_sync, new_upload())
+            threading.Event().wait(0.2)
+            assert not alone.done()
+            withdrawn.cancel()
+            alone.result(10)  # long before the 30 s window closes
+            withdrawn.cancel()  # a second cancel changes nothing
+    finally:
+        writes.stop(timeout=10)
+    assert sizes.sizes == [2, 1]
+
+
+def test_the_wait_for_an_announced_item_is_bounded(sessions: sessionmaker[Session]) -> None:
+    """An announcement that is never fulfilled delays a batch by ``gather_seconds`` at most."""
+    sizes = Sizes()
+    writes: GroupCommit[NewUpload | AuditEvent] = GroupCommit(sessions, sizes, gather_seconds=0.3)
+    writes.start()
+    try:
+        never = writes.expect()
+        writes.commit_sync(new_upload(), timeout=10)
+        writes.commit_sync(new_upload(), timeout=10)
+        never.cancel()
+    finally:
+        writes.stop(timeout=10)
+    assert sizes.sizes == [1, 1]
+
+
+def test_with_nothing_announced_no_batch_waits(sessions: sessionmaker[Session]) -> None:
+    """Items handed in without an announcement (a lone request, audit events) never wait,
+    even right after a batch of several."""
+    gate = Gate()
+    writes: GroupCommit[NewUpload | AuditEvent] = GroupCommit(sessions, gate, gather_seconds=30.0)
     writes.start()
     try:
         with ThreadPoolExecutor(8) as pool:
-            first = pool.submit(writes.commit_sync, new_upload())  # a lone one: no wait
+            first = pool.submit(writes.commit_sync, new_upload())
             assert gate.holding.wait(30)
             crowd = [pool.submit(writes.commit_sync, new_upload()) for _ in range(3)]
             while len(writes._pending) < 3:
                 threading.Event().wait(0.01)
             gate.open()  # the three go together: a batch of several
-            first.result(30)
-            for future in crowd:
+            for future in [first, *crowd]:
                 future.result(30)
-            early = pool.submit(writes.commit_sync, new_upload())
-            threading.Event().wait(0.2)
-            late = pool.submit(writes.commit_sync, new_upload())
-            early.result(30)
-            late.result(30)
-    finally:
-        writes.stop()
-    assert gate.sizes == [1, 3, 2]  # the early one waited for the late one
-
-
-def test_a_lone_request_is_committed_without_waiting(sessions: sessionmaker[Session]) -> None:
-    sizes = Sizes()
-    writes: GroupCommit[NewUpload | AuditEvent] = GroupCommit(sessions, sizes, gather_seconds=30.0)
-    writes.start()
-    try:
-        for _ in range(3):  # one at a time, each batch of one: the 30 s window never opens
+        for _ in range(3):  # one at a time: the 30 s window never opens
             writes.commit_sync(new_upload(), timeout=10)
     finally:
         writes.stop(timeout=10)
-    assert sizes.sizes == [1, 1, 1]
+    assert gate.sizes == [1, 3, 1, 1, 1]

@@ -19,11 +19,13 @@ Core statements (multi-row inserts) on the session's connection, not the ORM's u
 second thread, so the next transaction starts while they go out.
 
 Under load a batch waits a little for company (``gather_seconds``, as PostgreSQL's
-``commit_delay``): when the previous batch held more than one item, the writer waits up to that
-long, or until ``max_batch`` items are waiting, before it begins the next transaction. Each
-batch costs the same fixed round trips (begin, the chain heads, the subscriptions, commit)
-whatever its size, so fewer, fuller batches spend less CPU per item. A lone request (the
-previous batch held one item) never waits.
+``commit_delay`` with ``commit_siblings``): a caller announces its item ahead of time
+(``expect()``, e.g. an accept whose original is on its way to S3), and while announced items
+have not arrived the writer waits for them, up to ``gather_seconds`` or until ``max_batch``
+items are waiting, before it begins the next transaction. Each batch costs the same fixed round
+trips (begin, the chain heads, the subscriptions, commit) whatever its size, so fewer, fuller
+batches spend less CPU per item. With nothing announced (a lone request, an audit event) the
+writer never waits.
 """
 
 from __future__ import annotations
@@ -58,6 +60,21 @@ OnFailure = Callable[[T, BaseException], None]
 MAX_BATCH = 256
 
 
+class Arrival:
+    """An item announced to the writer before it is handed in (``GroupCommit.expect``): a batch
+    being gathered waits for it. Handing the item in with it, or ``cancel()``, ends the wait;
+    either may come first, and ``cancel()`` after the item went in does nothing."""
+
+    __slots__ = ("_writes", "pending")
+
+    def __init__(self, writes: GroupCommit[Any]) -> None:
+        self._writes = writes
+        self.pending = True  # guarded by the writer's lock
+
+    def cancel(self) -> None:
+        self._writes._withdraw(self)
+
+
 @dataclass
 class _Entry(Generic[T]):
     item: T
@@ -88,7 +105,7 @@ class GroupCommit(Generic[T]):
         self._name = name
         self._gather_seconds = gather_seconds
         self._pending: list[_Entry[T]] = []
-        self._last_batch = 0  # items in the previous batch: more than one means load
+        self._announced = 0  # items announced (``expect``) and not yet handed in or withdrawn
         self._wake = threading.Condition()
         self._running = False
         self._thread: threading.Thread | None = None
@@ -127,21 +144,43 @@ class GroupCommit(Generic[T]):
     def running(self) -> bool:
         return self._running
 
+    @property
+    def announced(self) -> int:
+        """Items announced (``expect``) and neither handed in nor withdrawn yet."""
+        with self._wake:
+            return self._announced
+
     # --- submitting --------------------------------------------------------------------------
 
-    async def commit(self, item: T) -> Any:
+    def expect(self) -> Arrival:
+        """Announce an item that will be handed in soon (``commit(item, arrival)``) or not at
+        all (``arrival.cancel()``, which the caller must make sure of)."""
+        arrival = Arrival(self)
+        with self._wake:
+            self._announced += 1
+        return arrival
+
+    def _withdraw(self, arrival: Arrival) -> None:
+        with self._wake:
+            if arrival.pending:
+                arrival.pending = False
+                self._announced -= 1
+                self._wake.notify()
+
+    async def commit(self, item: T, arrival: Arrival | None = None) -> Any:
         """``item``'s result once its batch committed; ``DatabaseError`` if it did not. The
-        future is resolved from the writer's thread with ``call_soon_threadsafe``."""
+        future is resolved from the writer's thread with ``call_soon_threadsafe``. ``arrival``:
+        the item's announcement (``expect``), fulfilled by handing the item in."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
 
         def settle(result: Any, error: BaseException | None) -> None:
             loop.call_soon_threadsafe(_resolve, future, result, error)
 
-        self._submit(_Entry(item, settle))
+        self._submit(_Entry(item, settle), arrival)
         return await future
 
-    def commit_sync(self, item: T, timeout: float | None = None) -> Any:
+    def commit_sync(self, item: T, timeout: float | None = None, arrival: Arrival | None = None) -> Any:
         """``commit`` for a caller on a thread."""
         future: Future[Any] = Future()
 
@@ -151,7 +190,7 @@ class GroupCommit(Generic[T]):
             else:
                 future.set_result(result)
 
-        self._submit(_Entry(item, settle))
+        self._submit(_Entry(item, settle), arrival)
         return future.result(timeout)
 
     def post(self, item: T, on_failure: OnFailure[T]) -> None:
@@ -170,8 +209,11 @@ class GroupCommit(Generic[T]):
                 return
         on_failure(item, DatabaseError("the group commit writer is not running"))
 
-    def _submit(self, entry: _Entry[T]) -> None:
+    def _submit(self, entry: _Entry[T], arrival: Arrival | None) -> None:
         with self._wake:
+            if arrival is not None and arrival.pending:
+                arrival.pending = False
+                self._announced -= 1
             if self._running:
                 self._pending.append(entry)
                 self._wake.notify()
@@ -187,10 +229,9 @@ class GroupCommit(Generic[T]):
                     self._wake.wait()
                 if not self._pending:
                     return  # stopped and drained
-                if self._gather_seconds and self._last_batch > 1:
+                if self._gather_seconds and self._announced:
                     self._gather()
                 batch = self._pending[: self._max_batch]
-                self._last_batch = len(batch)
                 del self._pending[: self._max_batch]
             try:
                 self._commit_batch(batch)
@@ -199,10 +240,11 @@ class GroupCommit(Generic[T]):
                 self._answer(batch, [], DatabaseError("internal error in the group commit writer"))
 
     def _gather(self) -> None:
-        """Wait (the lock held by the caller, released while waiting) until ``max_batch`` items
-        are pending, ``gather_seconds`` have passed or the writer is stopped."""
+        """Wait (the lock held by the caller, released while waiting) until every announced
+        item is in (or withdrawn), ``max_batch`` items are pending, ``gather_seconds`` have
+        passed or the writer is stopped."""
         deadline = time.monotonic() + self._gather_seconds
-        while self._running and len(self._pending) < self._max_batch:
+        while self._running and self._announced and len(self._pending) < self._max_batch:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
