@@ -4,7 +4,7 @@ RQ calls jobs by dotted path with JSON arguments only, so the clients can't trav
 The worker entry builds one ``WorkerContext`` at start and installs it; a forked work-horse
 inherits it. Tests install their own. Nothing is built at import, and nothing else in
 ``workers/`` builds an engine, a Redis connection, an object store or an audit writer: the
-webhook dispatcher thread's own engine comes from ``build_dispatcher_clients`` here too.
+main process's background threads get their own from ``build_thread_clients`` here too.
 """
 
 from __future__ import annotations
@@ -80,22 +80,31 @@ def build_context(settings: Settings) -> WorkerContext:
 
 
 @dataclass
-class DispatcherClients:
-    """The webhook dispatcher thread's own engine and audit writer: its connections are never
-    the ones the reconciler thread or a forked work-horse use."""
+class ThreadClients:
+    """A background thread's own engine, audit writer and (if it needs one) object store.
+
+    The worker's main process forks a work-horse for every job, whatever its other threads
+    are doing at that moment; the work-horse inherits the ``WorkerContext``. A client another
+    thread was using then — urllib3's pool lock held, a request half sent, the journal's lock
+    taken — is unusable in the child, which would wait on it for ever. So the threads of the
+    main process (the reconciler, the audit journal's replayer, the webhook dispatcher) never
+    use the context's clients, only their own. (Redis is shared: redis-py's pool starts afresh
+    in a forked child.)"""
 
     engine: Engine
     sessions: sessionmaker[Session]
     audit: AuditWriter
+    store: ObjectStore | None = None
 
     def close(self) -> None:
         self.engine.dispose()
 
 
-def build_dispatcher_clients(settings: Settings) -> DispatcherClients:
+def build_thread_clients(settings: Settings, *, with_store: bool = False) -> ThreadClients:
     engine = build_engine(settings.database)
     sessions = build_sessionmaker(engine)
-    return DispatcherClients(engine, sessions, build_audit_writer(settings, sessions, None))
+    store = build_object_store(settings.storage) if with_store else None
+    return ThreadClients(engine, sessions, build_audit_writer(settings, sessions, None), store)
 
 
 def _drop_pool_in_forked_children(engine: Engine) -> None:

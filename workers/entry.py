@@ -14,7 +14,7 @@ from rq import SimpleWorker, Worker
 from sqlalchemy.exc import SQLAlchemyError
 
 from upload_service.db import webhooks_repo
-from upload_service.jobqueue import SERIALIZER
+from upload_service.jobqueue import SERIALIZER, JobQueue
 from upload_service.logs import configure_logging
 from upload_service.reconciler import reconcile
 from upload_service.settings import Settings
@@ -41,9 +41,7 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), burst: bool = 
         serializer=SERIALIZER,
     )
     stop = threading.Event()
-    reconciler = threading.Thread(target=_reconcile_forever, args=(ctx, stop), name="reconciler", daemon=True)
-    reconciler.start()
-    ctx.audit.start_replayer(settings.audit.replay_interval_seconds, stop)
+    start_reconciler(ctx, stop)
     start_webhook_dispatcher(ctx, stop)
     try:
         worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
@@ -54,9 +52,9 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), burst: bool = 
 
 
 def start_webhook_dispatcher(ctx: context.WorkerContext, stop: threading.Event) -> threading.Thread | None:
-    """The webhook dispatcher, a thread of the worker's main process, on an engine of its own
-    (a forked work-horse never shares its connections). Without ``webhooks.secret_keys`` there
-    is nothing to sign with: it does not start, and says so loudly if endpoints exist."""
+    """The webhook dispatcher, a thread of the worker's main process, on clients of its own
+    (``context.ThreadClients``). Without ``webhooks.secret_keys`` there is nothing to sign
+    with: it does not start, and says so loudly if endpoints exist."""
     settings = ctx.settings
     if keys_configured(settings.webhooks):
         box = load_secret_box(settings.webhooks)  # checked by run_worker before anything started
@@ -69,7 +67,7 @@ def start_webhook_dispatcher(ctx: context.WorkerContext, stop: threading.Event) 
         if endpoints:
             log.error("webhook dispatcher NOT started (no webhooks.secret_keys): %d endpoints wait", endpoints)
         return None
-    clients = context.build_dispatcher_clients(settings)
+    clients = context.build_thread_clients(settings)
     dispatcher = Dispatcher(
         settings.webhooks, clients.sessions, box, audit=clients.audit,
         on_outcome=redis_outcome_counter(ctx.queue.connection),
@@ -86,12 +84,35 @@ def start_webhook_dispatcher(ctx: context.WorkerContext, stop: threading.Event) 
     return thread
 
 
-def _reconcile_forever(ctx: context.WorkerContext, stop: threading.Event) -> None:
+def start_reconciler(ctx: context.WorkerContext, stop: threading.Event) -> threading.Thread:
+    """The reconciler and the audit journal's replayer, threads of the worker's main process,
+    on clients of their own (``context.ThreadClients``: a work-horse forked while one of them
+    was in an S3 call or a journal replay would otherwise inherit that client half used, and
+    hang on it). Until ``stop`` is set."""
+    settings = ctx.settings
+    clients = context.build_thread_clients(settings, with_store=True)
+    replayer = clients.audit.start_replayer(settings.audit.replay_interval_seconds, stop)
+
+    def run() -> None:
+        try:
+            _reconcile_forever(settings, ctx.queue, clients, stop)
+        finally:
+            replayer.join(30)
+            clients.close()
+
+    thread = threading.Thread(target=run, name="reconciler", daemon=True)
+    thread.start()
+    return thread
+
+
+def _reconcile_forever(
+    settings: Settings, queue: JobQueue, clients: context.ThreadClients, stop: threading.Event
+) -> None:
     """Re-enqueue uploads that lost their job (Redis down at accept time, a killed worker)."""
-    interval = ctx.settings.queue.reconcile_interval_seconds
+    interval = settings.queue.reconcile_interval_seconds
     while not stop.is_set():
         try:
-            report = reconcile(ctx.settings, ctx.sessions, ctx.queue, store=ctx.store, audit=ctx.audit)
+            report = reconcile(settings, clients.sessions, queue, store=clients.store, audit=clients.audit)
             if report.changed:
                 log.info(report.summary())
         except Exception:  # noqa: BLE001 - keep reconciling after a failed round
