@@ -162,10 +162,16 @@ class GroupCommit(Generic[T]):
 
     def _withdraw(self, arrival: Arrival) -> None:
         with self._wake:
-            if arrival.pending:
-                arrival.pending = False
-                self._announced -= 1
+            if self._fulfil(arrival):
                 self._wake.notify()
+
+    def _fulfil(self, arrival: Arrival | None) -> bool:
+        """Ends ``arrival``'s wait (the caller holds the lock); False if it had ended already."""
+        if arrival is None or not arrival.pending:
+            return False
+        arrival.pending = False
+        self._announced -= 1
+        return True
 
     async def commit(self, item: T, arrival: Arrival | None = None) -> Any:
         """``item``'s result once its batch committed; ``DatabaseError`` if it did not. The
@@ -211,9 +217,7 @@ class GroupCommit(Generic[T]):
 
     def _submit(self, entry: _Entry[T], arrival: Arrival | None) -> None:
         with self._wake:
-            if arrival is not None and arrival.pending:
-                arrival.pending = False
-                self._announced -= 1
+            self._fulfil(arrival)
             if self._running:
                 self._pending.append(entry)
                 self._wake.notify()
