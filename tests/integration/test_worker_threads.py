@@ -8,13 +8,16 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from pathlib import Path
 from typing import Any, NoReturn
 
 from sqlalchemy import select
 
 from tests.fixtures.app import Client, LiveServer
+from tests.fixtures.audit import make_event
 from tests.integration.test_delete_race import NOTHING, delete_while_s3_is_down, row_of
 from tests.integration.workerfaults import stored_keys
+from upload_service.audit.journal import Journal
 from upload_service.db.audit_models import AuditEventRow
 from workers import context, entry
 
@@ -54,3 +57,35 @@ def test_the_reconciler_finishes_a_delete_on_clients_of_its_own(
             select(AuditEventRow).where(AuditEventRow.upload_id == upload_id, AuditEventRow.action == "upload:deleted")
         ).all()
     assert [row.details for row in rows] == [{"finished_by": "reconciler"}]
+
+
+def test_the_journal_replayer_stores_events_on_a_writer_of_its_own(server: LiveServer, tmp_path: Path) -> None:
+    """Events a worker journaled while the database was down reach the database through the
+    replayer's own audit writer (a journal of the worker's own: the API's replayer, reading
+    its journal, must not be the one that stores them)."""
+    journal_path = tmp_path / "worker-journal.jsonl"
+    audit = server.settings.audit.model_copy(update={"journal_path": journal_path})
+    settings = server.settings.model_copy(update={"audit": audit})
+    events = [make_event("acme", request_id=f"replay-{n}") for n in range(3)]
+    Journal(journal_path).append(event.to_json() for event in events)
+    inherited = context.build_context(settings)
+    ctx = dataclasses.replace(inherited, store=Tripwire("object store"), audit=Tripwire("audit writer"))
+    stop = threading.Event()
+    thread = entry.start_reconciler(ctx, stop)
+    ids = [event.event_id for event in events]
+    try:
+        deadline = time.monotonic() + 30
+        while len(_stored(server, ids)) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(30)
+        inherited.close()
+    assert not thread.is_alive()
+    assert sorted(_stored(server, ids)) == sorted(ids)
+    assert Journal(journal_path).backlog() == 0
+
+
+def _stored(server: LiveServer, event_ids: list[str]) -> list[str]:
+    with server.sessions() as session:
+        return list(session.scalars(select(AuditEventRow.event_id).where(AuditEventRow.event_id.in_(event_ids))))
