@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -19,6 +20,7 @@ from tests.integration.test_delete_race import NOTHING, delete_while_s3_is_down,
 from tests.integration.workerfaults import stored_keys
 from upload_service.audit.journal import Journal
 from upload_service.db.audit_models import AuditEventRow
+from upload_service.settings import Settings
 from workers import context, entry
 
 
@@ -32,24 +34,30 @@ class Tripwire:
         raise AssertionError(f"a background thread used the work-horses' {self._name} ({attribute})")
 
 
-def test_the_reconciler_finishes_a_delete_on_clients_of_its_own(
-    server: LiveServer, client: Client, s3_service: Any
-) -> None:
-    upload_id = delete_while_s3_is_down(server, client, s3_service)  # left `deleting`, its objects in S3
-    time.sleep(server.settings.queue.reconcile_grace_seconds + 0.5)
-    inherited = context.build_context(server.settings)
+def run_background_threads(settings: Settings, until: Callable[[], bool], timeout: float = 30) -> None:
+    """The worker's reconciler and journal replayer, started as the worker starts them, on a
+    context whose store and audit writer are tripwires, until ``until()`` or ``timeout``."""
+    inherited = context.build_context(settings)
     ctx = dataclasses.replace(inherited, store=Tripwire("object store"), audit=Tripwire("audit writer"))
     stop = threading.Event()
     thread = entry.start_reconciler(ctx, stop)
     try:
-        deadline = time.monotonic() + 30
-        while row_of(server, upload_id) is not None and time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout
+        while not until() and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         stop.set()
         thread.join(30)
         inherited.close()
     assert not thread.is_alive()
+
+
+def test_the_reconciler_finishes_a_delete_on_clients_of_its_own(
+    server: LiveServer, client: Client, s3_service: Any
+) -> None:
+    upload_id = delete_while_s3_is_down(server, client, s3_service)  # left `deleting`, its objects in S3
+    time.sleep(server.settings.queue.reconcile_grace_seconds + 0.5)
+    run_background_threads(server.settings, until=lambda: row_of(server, upload_id) is None)
     assert row_of(server, upload_id) is None
     assert stored_keys(server, client, upload_id) == NOTHING
     with server.sessions() as session:
@@ -68,20 +76,8 @@ def test_the_journal_replayer_stores_events_on_a_writer_of_its_own(server: LiveS
     settings = server.settings.model_copy(update={"audit": audit})
     events = [make_event("acme", request_id=f"replay-{n}") for n in range(3)]
     Journal(journal_path).append(event.to_json() for event in events)
-    inherited = context.build_context(settings)
-    ctx = dataclasses.replace(inherited, store=Tripwire("object store"), audit=Tripwire("audit writer"))
-    stop = threading.Event()
-    thread = entry.start_reconciler(ctx, stop)
     ids = [event.event_id for event in events]
-    try:
-        deadline = time.monotonic() + 30
-        while len(_stored(server, ids)) < len(ids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        stop.set()
-        thread.join(30)
-        inherited.close()
-    assert not thread.is_alive()
+    run_background_threads(settings, until=lambda: len(_stored(server, ids)) == len(ids))
     assert sorted(_stored(server, ids)) == sorted(ids)
     assert Journal(journal_path).backlog() == 0
 
