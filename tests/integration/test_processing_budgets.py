@@ -16,6 +16,7 @@ import pytest
 
 from tests import bombs, samples
 from tests.fixtures.app import Client, LiveServer
+from tests.fixtures.services import RedisService
 from tests.fixtures.workers import run_jobs_in_process, wait_for_status
 from tests.integration.workerfaults import audit_actions, wait_for_audit
 from upload_service.devstack.process import ManagedProcess
@@ -25,13 +26,20 @@ from rq import Worker
 
 
 @pytest.fixture
-def budget_worker(server: LiveServer, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Start real worker processes with some ``processing`` settings changed; stopped after."""
+def budget_worker(server: LiveServer, redis_service: RedisService, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Start real worker processes with some ``processing`` settings changed; stopped after.
+    Earlier tests' uploads must not come before this test's own and eat its wall-clock budget:
+    Redis is emptied first (their jobs), and the worker's reconciler leaves alone the uploads it
+    finds queued without a job (theirs, in the session's database) unless an hour old."""
+    redis_service.flush()
     started: list[ManagedProcess] = []
 
     def start(**processing: Any) -> ManagedProcess:
         settings = server.settings.model_copy(
-            update={"processing": server.settings.processing.model_copy(update=processing)}
+            update={
+                "processing": server.settings.processing.model_copy(update=processing),
+                "queue": server.settings.queue.model_copy(update={"reconcile_grace_seconds": 3600}),
+            }
         )
         name = f"budget-worker{len(started)}"
         connection = connect(server.settings.redis)
