@@ -13,14 +13,15 @@ from rq.job import Job, JobStatus
 
 from tests import samples
 from tests.fixtures.app import Client, LiveServer
-from tests.fixtures.workers import run_jobs_in_process, wait_for_status
 from tests.integration.contract import assert_error
-from tests.integration.workerfaults import (  # noqa: F401 - failpoints is a fixture
+from tests.integration.workerfaults import (
+    NOTHING,
     FailPoints,
     assert_chain_verifies,
     audit_actions,
-    failpoints,
+    delete_while_s3_is_down,
     kill_work_horse,
+    row_of,
     stored_keys,
     wait_for_audit,
     wait_until,
@@ -32,10 +33,6 @@ from upload_service.db.audit_models import AuditEventRow
 from upload_service.jobqueue import SERIALIZER, connect, job_id_for
 from upload_service.cli.clients import CliClients
 from upload_service.cli.reconcile import reconcile_once
-
-NOTHING = {"originals": [], "artifacts": []}
-
-
 
 
 def job_result(server: LiveServer, upload_id: str, timeout: float = 30.0) -> object:
@@ -53,31 +50,12 @@ def job_result(server: LiveServer, upload_id: str, timeout: float = 30.0) -> obj
         redis.close()
 
 
-def delete_while_s3_is_down(server: LiveServer, client: Client, s3_service) -> str:  # type: ignore[no-untyped-def]
-    """A processed upload whose DELETE failed halfway (``503``: S3 stopped after the row was
-    marked); S3 is back when this returns."""
-    upload_id = client.accepted(samples.png_bytes(), "a.png")
-    run_jobs_in_process(server)
-    wait_for_status(client, upload_id, {"done"}, timeout=5)
-    s3_service.process.stop()
-    try:
-        assert_error(client.request("DELETE", f"/v1/uploads/{upload_id}"), 503, "DEPENDENCY_UNAVAILABLE")
-    finally:
-        s3_service.ensure_running()
-    return upload_id
-
-
-def row_of(server: LiveServer, upload_id: str):  # type: ignore[no-untyped-def]
-    with server.sessions() as session:
-        return repository.get_upload_any_tenant(session, upload_id)
-
-
 @pytest.mark.parametrize("point", ["before_pipeline", "before_store", "artifacts_stored", "manifest_stored"])
 def test_a_delete_while_the_job_runs_leaves_nothing(
     server: LiveServer,
     client: Client,
     worker_process: Callable[[], ManagedProcess],
-    failpoints: FailPoints,  # noqa: F811
+    failpoints: FailPoints,
     point: str,
 ) -> None:
     """The job is held at ``point`` while the whole DELETE runs (mark, objects, row), then goes
@@ -107,7 +85,7 @@ def test_a_job_that_finds_its_upload_being_deleted_removes_its_artifacts(
     server: LiveServer,
     client: Client,
     worker_process: Callable[[], ManagedProcess],
-    failpoints: FailPoints,  # noqa: F811
+    failpoints: FailPoints,
 ) -> None:
     """A DELETE that has committed its mark but not yet removed anything (or failed halfway):
     the job sees ``deleting`` after storing, removes its artifacts and writes no manifest; the
@@ -138,7 +116,7 @@ def test_a_killed_run_that_stored_after_the_delete_is_cleaned_by_its_retry(
     server: LiveServer,
     client: Client,
     worker_process: Callable[[], ManagedProcess],
-    failpoints: FailPoints,  # noqa: F811
+    failpoints: FailPoints,
 ) -> None:
     """The worst interleaving: the DELETE empties the prefix, the job then stores its artifacts
     and its work-horse is SIGKILLed before it can re-check. The retry finds no row; it finds the

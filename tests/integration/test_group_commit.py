@@ -21,9 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests import samples
 from tests.fixtures.app import Client, LiveServer, start_api
-from tests.fixtures.services import S3Service
 from tests.integration.contract import assert_error
-from tests.integration.test_streamed_originals import multipart_uploads, s3_client, wait_until
+from tests.integration.leftovers import multipart_uploads, wait_until
 from upload_service.audit import verify_chain
 from upload_service.db.audit_models import AuditEventRow
 from upload_service.db.models import Upload
@@ -32,12 +31,6 @@ from upload_service.pids import pid_alive
 from upload_service.storage import keys
 
 PART = 5 * 1024 * 1024
-
-
-@pytest.fixture
-def s3(s3_service: S3Service) -> Iterator[Any]:
-    s3_service.ensure_running()
-    yield s3_client(s3_service)
 
 
 @pytest.fixture

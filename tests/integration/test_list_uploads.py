@@ -14,7 +14,7 @@ import httpx
 from tests import samples
 from tests.fixtures.app import Client, LiveServer
 from tests.integration.contract import assert_error
-from tests.integration.test_openapi_contract import check_against
+from tests.integration.contract import check_against
 from upload_service.db import repository
 from upload_service.db.engine import session_scope
 from upload_service.db.models import Upload, UploadStatus

@@ -9,10 +9,10 @@ import httpx
 
 from tests import samples
 from tests.fixtures.app import Client, LiveServer
-from tests.integration.test_openapi_contract import check_against, schema  # noqa: F401 - the fixture
+from tests.integration.contract import check_against
 
 
-def test_token_limits_and_link_statuses_are_documented(server: LiveServer, schema: dict[str, Any]) -> None:  # noqa: F811
+def test_token_limits_and_link_statuses_are_documented(server: LiveServer, schema: dict[str, Any]) -> None:
     writer = server.client(scopes="upload,read")
     reader = server.client(scopes="read", tenant=writer.tenant)
     token = writer.request("POST", "/v1/upload-tokens", json={"max_uploads": 1}).json()["token"]

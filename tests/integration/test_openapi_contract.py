@@ -14,48 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import jsonschema
-import pytest
 
 from tests import samples
 from tests.fixtures.app import LiveServer
 from tests.fixtures.nginx import NginxFront
+from tests.integration.contract import check_against
 from upload_service.nginxconf import CSP
 
 Send = Callable[[], httpx.Response]
-
-
-def operation_for(schema: dict[str, Any], method: str, path: str) -> tuple[str, dict[str, Any]]:
-    for template, methods in schema["paths"].items():
-        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
-        if re.match(pattern, path) and method.lower() in methods:
-            return template, methods[method.lower()]
-    raise AssertionError(f"{method} {path} is not in the document")
-
-
-def check_against(schema: dict[str, Any], response: httpx.Response) -> str:
-    """Assert the response is what the document says; returns "METHOD template status"."""
-    request = response.request
-    template, operation = operation_for(schema, request.method, request.url.path)
-    status = str(response.status_code)
-    assert status in operation["responses"], f"{request.method} {template} answered undocumented {status}: {response.text[:200]}"
-    documented = operation["responses"][status]
-    if response.status_code >= 400:
-        ref = documented["content"]["application/json"]["schema"]["$ref"]
-        validator = jsonschema.Draft202012Validator({"$ref": ref, "components": schema["components"]})
-        body = response.json()
-        validator.validate(body)
-        if ref.endswith("/ErrorResponse"):
-            assert body["error"]["code"] in documented["x-error-codes"], (template, status, body)
-    for header, declared in documented.get("headers", {}).items():
-        if declared.get("required"):
-            assert header.lower() in response.headers, (template, status, header)
-    return f"{request.method} {template} {status}"
-
-
-@pytest.fixture
-def schema(server: LiveServer) -> dict[str, Any]:
-    return httpx.get(server.url + "/openapi.json", timeout=10).json()  # type: ignore[no-any-return]
 
 
 def test_every_status_the_api_answers_is_documented(server: LiveServer, schema: dict[str, Any]) -> None:

@@ -4,14 +4,17 @@ tests pin) started with exactly the identities file compose renders.
 The matrix (docs/operations.md): only ``admin`` (used by ``migrate``) creates buckets; the API
 writes and deletes originals, reads artifacts (presigned URLs) and may delete them (a client's
 DELETE removes everything; SeaweedFS has no delete-only permission); workers read originals
-only, and write, list and delete artifacts.
+only, and write, list and delete artifacts. The API's role may stream an original as a
+multipart upload and abort one; a worker may not start one on the originals.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from tests.unit.test_compose import SECRETS, compose_config
+from tests.compose import SECRETS, compose_config
 from upload_service.devstack.process import ManagedProcess
 from upload_service.devstack.seaweed import seaweed_process
 from upload_service.errors import StorageError
@@ -28,6 +31,7 @@ from upload_service.storage import keys
 from upload_service.storage.s3 import S3ObjectStore
 
 pytestmark = pytest.mark.slow
+MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +128,36 @@ def test_only_admin_creates_or_drops_buckets(roles: dict[str, S3ObjectStore], tm
         with pytest.raises(Exception, match="AccessDenied|BucketNotEmpty"):
             client.delete_bucket(Bucket=ARTIFACTS)
     assert {b["Name"] for b in roles["admin"]._client.list_buckets()["Buckets"]} == {ORIGINALS, ARTIFACTS}  # noqa: SLF001
+
+
+def _stream(store: S3ObjectStore, key: str, data: bytes) -> S3ObjectStore:
+    writer = store.open_writer(ORIGINALS, key, content_type="application/pdf")
+    for start in range(0, len(data), 256 * 1024):
+        writer.write(data[start : start + 256 * 1024])
+        writer.wait()
+    writer.commit(hashlib.sha256(data).hexdigest())
+    return store
+
+
+def test_the_api_role_streams_and_aborts_multipart_originals(roles: dict[str, S3ObjectStore]) -> None:
+    api, worker, admin = roles["api"], roles["worker"], roles["admin"]
+    key = keys.original_key("tenant-a", secrets.token_hex(8))
+    data = b"%PDF-1.4\n" + os.urandom(17 * MiB)  # three parts of the default 8 MiB
+    _stream(api, key, data)
+    assert worker.get_bytes(ORIGINALS, key) == data
+
+    gone = keys.original_key("tenant-a", secrets.token_hex(8))
+    writer = api.open_writer(ORIGINALS, gone, content_type="application/pdf")
+    writer.write(os.urandom(12 * MiB))
+    deadline = time.monotonic() + 10  # the part goes out from a thread
+    while not admin._client.list_multipart_uploads(Bucket=ORIGINALS).get("Uploads", []):
+        assert time.monotonic() < deadline, "no multipart upload was started"
+        time.sleep(0.05)
+    writer.abort()
+    assert admin._client.list_multipart_uploads(Bucket=ORIGINALS).get("Uploads", []) == []
+    assert not admin.exists(ORIGINALS, gone)
+
+    refused = keys.original_key("tenant-a", secrets.token_hex(8))
+    assert _refused(lambda: _stream(worker, refused, os.urandom(9 * MiB)))
+    assert admin._client.list_multipart_uploads(Bucket=ORIGINALS).get("Uploads", []) == []
+    api.delete(ORIGINALS, key)

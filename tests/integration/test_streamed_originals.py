@@ -14,9 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from sqlalchemy import text
 
 from tests import rawhttp as raw
@@ -24,6 +22,7 @@ from tests.fixtures.app import Client, LiveServer
 from tests.fixtures.services import S3Service
 from tests.integration.contract import assert_error, new_request_id
 from tests.fixtures.audit import request_audit_rows
+from tests.integration.leftovers import assert_nothing_left, multipart_uploads, wait_until
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's smallest part: the tests stream several parts quickly
@@ -34,49 +33,10 @@ def pdf_bytes(size: int) -> bytes:
     return (header + os.urandom(max(0, size - len(header))))[:size]
 
 
-def s3_client(s3_service: S3Service) -> Any:
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=s3_service.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id=s3_service.access_key,
-        aws_secret_access_key=s3_service.secret_key,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10),
-    )
-
-
-def multipart_uploads(s3: Any, server: LiveServer, client: Client) -> list[dict[str, Any]]:
-    response = s3.list_multipart_uploads(Bucket=server.settings.storage.originals_bucket, Prefix=f"{client.tenant}/")
-    return list(response.get("Uploads", []))
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
-def assert_nothing_left(server: LiveServer, client: Client, s3: Any) -> None:
-    assert wait_until(lambda: multipart_uploads(s3, server, client) == []), multipart_uploads(s3, server, client)
-    assert server.store.list_keys(server.settings.storage.originals_bucket, f"{client.tenant}/") == []
-    assert client.upload_count() == 0
-    assert server.spool_entries() == []
-
-
 @pytest.fixture
 def streaming(server_factory: Callable[..., LiveServer]) -> LiveServer:
     """An API process whose originals go up in 5 MiB parts."""
     return server_factory(storage={"multipart_part_bytes": PART})
-
-
-@pytest.fixture
-def s3(s3_service: S3Service) -> Iterator[Any]:
-    s3_service.ensure_running()
-    yield s3_client(s3_service)
-    s3_service.ensure_running()
 
 
 def head_of(client: Client, request_id: str, content_length: int | None) -> bytes:

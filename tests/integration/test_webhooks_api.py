@@ -10,22 +10,14 @@ import sys
 from typing import Any
 
 import httpx
-import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.fixtures.app import LiveServer
-from tests.integration.test_openapi_contract import check_against
-from tests.integration.test_webhooks import WEBHOOK_KEY, drain, make_dispatcher, settled, upload, webhook_settings
+from tests.integration.contract import check_against
+from tests.integration.webhookflow import WEBHOOK_KEY, drain, make_dispatcher, settled, upload, webhook_settings
 from tests.integration.webhookreceiver import Receiver
 from tests.samples import png_bytes
 from upload_service.settings import Settings
-
-
-@pytest.fixture
-def receiver() -> Any:
-    started = Receiver().start()
-    yield started
-    started.stop()
 
 
 def test_endpoints_are_per_tenant_and_deliveries_visible(server_factory: Any, receiver: Receiver) -> None:

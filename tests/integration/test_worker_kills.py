@@ -15,11 +15,10 @@ import pytest
 from tests import samples
 from tests.fixtures.app import Client, LiveServer
 from tests.fixtures.workers import run_jobs_in_process, wait_for_status
-from tests.integration.workerfaults import (  # noqa: F401 - failpoints is a fixture
+from tests.integration.workerfaults import (
     FailPoints,
     assert_chain_verifies,
     audit_actions,
-    failpoints,
     kill_work_horse,
     parent_pid,
     stored_keys,
@@ -57,7 +56,7 @@ def test_a_work_horse_killed_at_each_point_loses_no_terminal_event(
     server: LiveServer,
     client: Client,
     worker_process: Callable[[], ManagedProcess],
-    failpoints: FailPoints,  # noqa: F811
+    failpoints: FailPoints,
     point: str,
 ) -> None:
     upload_id = client.accepted(samples.jpeg_bytes(800, 600), "photo.jpg")
@@ -84,7 +83,7 @@ def test_a_failing_file_killed_at_its_claim_or_its_end_is_failed_once(
     server: LiveServer,
     client: Client,
     worker_process: Callable[[], ManagedProcess],
-    failpoints: FailPoints,  # noqa: F811
+    failpoints: FailPoints,
     point: str,
 ) -> None:
     upload_id = client.accepted(samples.truncated_pdf_bytes(), "broken.pdf")

@@ -16,8 +16,7 @@ from sqlalchemy import select
 
 from tests.fixtures.app import Client, LiveServer
 from tests.fixtures.audit import make_event
-from tests.integration.test_delete_race import NOTHING, delete_while_s3_is_down, row_of
-from tests.integration.workerfaults import stored_keys
+from tests.integration.workerfaults import NOTHING, delete_while_s3_is_down, row_of, stored_keys
 from upload_service.audit.journal import Journal
 from upload_service.db.audit_models import AuditEventRow
 from upload_service.settings import Settings

@@ -7,18 +7,19 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
+from tests import samples
 from tests.fixtures.app import Client, LiveServer
+from tests.fixtures.workers import run_jobs_in_process, wait_for_status
+from tests.integration.contract import assert_error
 from upload_service.audit import verify_chain
+from upload_service.db import repository
 from upload_service.db.audit_models import AuditEventRow
 from upload_service.devstack.process import ManagedProcess
-from workers.failpoints import FAILPOINTS_DIR_ENV
 
 
 @dataclass
@@ -46,18 +47,6 @@ class FailPoints:
         (self.directory / f"{upload_id}.{name}.release").touch()
 
 
-@pytest.fixture
-def failpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FailPoints]:
-    """Fail points on for the worker processes started after this fixture (they inherit it)."""
-    directory = tmp_path / "failpoints"
-    directory.mkdir()
-    monkeypatch.setenv(FAILPOINTS_DIR_ENV, str(directory))
-    points = FailPoints(directory)
-    yield points
-    for armed in directory.glob("*.held"):  # never leave a work-horse waiting
-        (directory / armed.name.replace(".held", ".release")).touch()
-
-
 def parent_pid(pid: int) -> int:
     # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'.
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -71,6 +60,9 @@ def kill_work_horse(worker: ManagedProcess, pid: int) -> None:
     deadline = time.monotonic() + 10
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.02)  # the worker reaps it
+
+
+NOTHING = {"originals": [], "artifacts": []}  # what stored_keys finds of an upload that is gone
 
 
 def stored_keys(server: LiveServer, client: Client, upload_id: str) -> dict[str, list[str]]:
@@ -109,3 +101,22 @@ def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def delete_while_s3_is_down(server: LiveServer, client: Client, s3_service) -> str:  # type: ignore[no-untyped-def]
+    """A processed upload whose DELETE failed halfway (``503``: S3 stopped after the row was
+    marked); S3 is back when this returns."""
+    upload_id = client.accepted(samples.png_bytes(), "a.png")
+    run_jobs_in_process(server)
+    wait_for_status(client, upload_id, {"done"}, timeout=5)
+    s3_service.process.stop()
+    try:
+        assert_error(client.request("DELETE", f"/v1/uploads/{upload_id}"), 503, "DEPENDENCY_UNAVAILABLE")
+    finally:
+        s3_service.ensure_running()
+    return upload_id
+
+
+def row_of(server: LiveServer, upload_id: str):  # type: ignore[no-untyped-def]
+    with server.sessions() as session:
+        return repository.get_upload_any_tenant(session, upload_id)

