@@ -2,7 +2,8 @@
 
 Each benchmark measures ours and its anchors in the same run on the same machine and returns
 ``Row``s; the table shows the figure, the anchor's figure and the ratio (>1: ours is better).
-The ingest benchmarks share one set of services (redis-server, SeaweedFS, SQLite), started once.
+The ingest benchmarks and ``s3-in-flight`` share one set of services (redis-server, SeaweedFS,
+SQLite), started once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from types import FrameType
 from bench.report import Row, load_average, render_table
 from upload_service.server import default_worker_count
 
-BENCHMARKS = ("ingest-large", "ingest-small", "processing")
+BENCHMARKS = ("ingest-large", "ingest-small", "s3-in-flight", "processing")
+#: The benchmarks that share one set of services (redis-server, SeaweedFS), started once.
+ON_THE_STACK = ("ingest-large", "ingest-small", "s3-in-flight")
 #: Seconds each benchmark took (start-up of its servers included), printed under the table.
 DURATIONS: dict[str, float] = {}
 
@@ -26,8 +29,8 @@ def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _run_ingest(names: list[str], args: argparse.Namespace) -> list[Row]:
-    from bench import ingest, small
+def _run_on_stack(names: list[str], args: argparse.Namespace) -> list[Row]:
+    from bench import ingest, s3load, small
     from bench.servers import BenchStack
 
     workers = args.workers or default_worker_count()
@@ -35,6 +38,7 @@ def _run_ingest(names: list[str], args: argparse.Namespace) -> list[Row]:
     steps: dict[str, Callable[[BenchStack, bool], list[Row]]] = {
         "ingest-large": ingest.run_large,
         "ingest-small": lambda stack, quick: small.run_small(stack, quick, workers=workers, databases=databases),
+        "s3-in-flight": s3load.run_in_flight,
     }
     rows: list[Row] = []
     _log("starting redis-server and SeaweedFS ...")
@@ -67,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even where started with SIGINT ignored
     started, load_before = time.perf_counter(), load_average()
     rows: list[Row] = []
-    ingest = [name for name in selected if name.startswith("ingest")]
+    on_stack = [name for name in selected if name in ON_THE_STACK]
     try:
-        if ingest:
-            rows += _run_ingest(ingest, args)
+        if on_stack:
+            rows += _run_on_stack(on_stack, args)
         if "processing" in selected:
             from bench import processing
 
