@@ -6,9 +6,8 @@ budget, with the exact code; a killed work-horse's scratch directory is gone at 
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,49 +15,28 @@ import pytest
 
 from tests import bombs, samples
 from tests.fixtures.app import Client, LiveServer
-from tests.fixtures.services import RedisService
 from tests.fixtures.workers import run_jobs_in_process, wait_for_status
 from tests.integration.workerfaults import audit_actions, wait_for_audit
 from upload_service.devstack.process import ManagedProcess
-from upload_service.jobqueue import connect
-from rq import Worker
 
 
 
 @pytest.fixture
-def budget_worker(server: LiveServer, redis_service: RedisService, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Start real worker processes with some ``processing`` settings changed; stopped after.
-    Earlier tests' uploads must not come before this test's own and eat its wall-clock budget:
-    Redis is emptied first (their jobs), and the worker's reconciler leaves alone the uploads it
-    finds queued without a job (theirs, in the session's database) unless an hour old."""
-    redis_service.flush()
-    started: list[ManagedProcess] = []
+def budget_worker(server: LiveServer, worker_process: Callable[..., ManagedProcess]) -> Callable[..., ManagedProcess]:
+    """Start real worker processes with some ``processing`` settings changed (``worker_process``:
+    Redis emptied first, stopped after). Earlier tests' uploads must not come before this test's
+    own and eat its wall-clock budget: the worker's reconciler leaves alone the uploads it finds
+    queued without a job (theirs, in the session's database) unless an hour old."""
 
     def start(**processing: Any) -> ManagedProcess:
-        settings = server.settings.model_copy(
+        return worker_process(server.settings.model_copy(
             update={
                 "processing": server.settings.processing.model_copy(update=processing),
                 "queue": server.settings.queue.model_copy(update={"reconcile_grace_seconds": 3600}),
             }
-        )
-        name = f"budget-worker{len(started)}"
-        connection = connect(server.settings.redis)
-        before = {w.name for w in Worker.all(connection=connection)}
-        process = ManagedProcess(
-            name,
-            [sys.executable, "-m", "upload_service", "worker"],
-            env={**os.environ, **settings.to_env()},
-            log_path=tmp_path / f"{name}.log",
-            ready=lambda: bool({w.name for w in Worker.all(connection=connection)} - before),
-            cwd=tmp_path,
-        )
-        process.start(timeout=30)
-        started.append(process)
-        return process
+        ))
 
-    yield start
-    for process in started:
-        process.stop(timeout=15)
+    return start
 
 
 def child_usage(log_path: Path) -> list[dict[str, Any]]:
