@@ -14,6 +14,7 @@ from rq.job import Job, JobStatus
 from tests import samples
 from tests.fixtures.app import Client, LiveServer
 from tests.integration.contract import assert_error
+from tests.integration.leftovers import wait_until
 from tests.integration.workerfaults import (
     NOTHING,
     FailPoints,
@@ -24,7 +25,6 @@ from tests.integration.workerfaults import (
     row_of,
     stored_keys,
     wait_for_audit,
-    wait_until,
 )
 from upload_service.db import repository
 from upload_service.db.engine import session_scope
@@ -131,7 +131,7 @@ def test_a_killed_run_that_stored_after_the_delete_is_cleaned_by_its_retry(
     horse = failpoints.wait_held(upload_id, "artifacts_stored", worker)
     assert stored_keys(server, client, upload_id)["artifacts"], "orphans exist now"
     kill_work_horse(worker, horse)
-    wait_until(lambda: stored_keys(server, client, upload_id) == NOTHING, 30, "the retry to remove the orphans")
+    assert wait_until(lambda: stored_keys(server, client, upload_id) == NOTHING, 30), stored_keys(server, client, upload_id)
     assert row_of(server, upload_id) is None
     actions = audit_actions(server, upload_id)
     assert actions.count("upload:deleted") == 1 and "processing:done" not in actions

@@ -88,8 +88,7 @@ def test_load_shedding_and_an_unready_node_are_documented(server_factory: Any) -
     assert refused.headers["retry-after"]
 
 
-def test_what_nginx_answers_itself_is_documented(front: NginxFront, server: LiveServer) -> None:
-    schema = httpx.get(server.url + "/openapi.json", timeout=10).json()
+def test_what_nginx_answers_itself_is_documented(front: NginxFront, server: LiveServer, schema: dict[str, Any]) -> None:
     client = server.client()
     with front.variant(api_rate="1r/m", api_burst=0, max_json_body_bytes=2048) as tight:
         path = "/v1/uploads/nope"

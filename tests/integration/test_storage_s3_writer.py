@@ -17,12 +17,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import botocore.exceptions
 import botocore.session
 import pytest
 import uvloop
-from botocore.config import Config
 
 from upload_service.errors import StorageError
 from upload_service.settings import MiB, StorageSettings
@@ -39,20 +37,6 @@ TENANT = "acme"
 @pytest.fixture
 def store(s3_settings: StorageSettings) -> S3ObjectStore:
     return S3ObjectStore(s3_settings.model_copy(update={"multipart_part_bytes": PART}))
-
-
-@pytest.fixture
-def s3(s3_settings: StorageSettings) -> Any:
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=s3_settings.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id=s3_settings.access_key_id.get_secret_value() if s3_settings.access_key_id else None,
-        aws_secret_access_key=(
-            s3_settings.secret_access_key.get_secret_value() if s3_settings.secret_access_key else None
-        ),
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
 
 
 def pieces(data: bytes, size: int = 50_000) -> Iterator[memoryview]:

@@ -94,15 +94,6 @@ def assert_chain_verifies(server: LiveServer, tenant: str) -> None:
         assert verify_chain(session, tenant) == []
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def delete_while_s3_is_down(server: LiveServer, client: Client, s3_service) -> str:  # type: ignore[no-untyped-def]
     """A processed upload whose DELETE failed halfway (``503``: S3 stopped after the row was
     marked); S3 is back when this returns."""
