@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,6 +44,10 @@ _COPY_CHUNK = 1024 * 1024
 _TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN})
 
 _Writer = Callable[[BinaryIO], object]
+
+#: The threads that flush streamed originals to disk while their bodies arrive (at most one
+#: flush in flight per writer; a flush waiting for a thread when its writer commits is dropped).
+_FLUSHES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="local-flush")
 
 
 class LocalObjectStore:
@@ -247,13 +252,17 @@ class LocalObjectWriter:
     in the background, so it is never congested.
 
     ``write`` goes straight to the file: unbuffered, one ``write(2)`` of the caller's buffer (no
-    copy into a userspace buffer; the GIL is released meanwhile). Every ``WRITEBACK_BYTES``
-    written, the kernel is asked to start writing that range to disk (``posix_fadvise(DONTNEED)``
-    starts an asynchronous writeback of the range's dirty pages; pages under writeback stay
-    cached), so the one ``fsync`` at commit waits for the tail, not for the whole file."""
+    copy into a userspace buffer; the GIL is released meanwhile). Every ``FLUSH_BYTES`` written,
+    an ``fdatasync`` of the file starts on a thread (``_FLUSHES``; none while the previous one
+    runs) while the body goes on arriving, so the one ``fsync`` at commit flushes only what came
+    since. What a flush costs grows with the bytes written since the last one (the disk's own
+    cache is flushed too), and only the commit's share is paid after the body has arrived.
 
-    #: Start the writeback of each range of this many bytes as soon as it is written.
-    WRITEBACK_BYTES = 8 * 1024 * 1024
+    A background flush's error is the commit's error: the kernel reports a failed writeback to
+    one ``fsync`` of the file only, so the commit must not trust its own ``fsync`` alone."""
+
+    #: Start flushing the file in the background each time this many more bytes are written.
+    FLUSH_BYTES = 8 * 1024 * 1024
 
     def __init__(self, bucket: str, key: str, data_path: Path, meta_path: Path, *, content_type: str) -> None:
         self.bucket, self.key, self.content_type = bucket, key, content_type
@@ -263,7 +272,10 @@ class LocalObjectWriter:
         self._tmp = Path(tmp_name)
         self._file = os.fdopen(fd, "wb", buffering=0)
         self.size = 0
-        self._written_back = 0  # the start of the range whose writeback is not started yet
+        self._flushed = 0  # bytes written when the last background flush started
+        self._flush: Future[None] | None = None
+        #: Background flushes started (for tests and logs).
+        self.flushes = 0
         self._done = False
 
     def write(self, data: bytes | memoryview) -> None:
@@ -274,12 +286,10 @@ class LocalObjectWriter:
         except OSError as exc:
             raise self._error(exc) from exc
         self.size += len(data)
-        if self.size - self._written_back >= self.WRITEBACK_BYTES:
-            with contextlib.suppress(OSError):  # only a hint: the fsync at commit is the guarantee
-                os.posix_fadvise(
-                    self._file.fileno(), self._written_back, self.size - self._written_back, os.POSIX_FADV_DONTNEED
-                )
-            self._written_back = self.size
+        if self.size - self._flushed >= self.FLUSH_BYTES and (self._flush is None or self._flush.done()):
+            self._flush = _FLUSHES.submit(os.fdatasync, self._file.fileno())
+            self._flushed = self.size
+            self.flushes += 1
 
     def congested(self) -> bool:
         return False
@@ -294,6 +304,7 @@ class LocalObjectWriter:
     def commit(self, sha256: str) -> StoredObject:
         keys.check_sha256(sha256)
         try:
+            self._settle_flush()  # its error, if any, is this commit's
             os.fsync(self._file.fileno())
             self._file.close()
             os.replace(self._tmp, self._data_path)
@@ -315,7 +326,16 @@ class LocalObjectWriter:
             self._done = True
             self._discard()
 
+    def _settle_flush(self) -> None:
+        """Before the file is synced or closed: drop the background flush if it has not
+        started, else wait for it (raising its ``OSError``)."""
+        flush, self._flush = self._flush, None
+        if flush is not None and not flush.cancel():
+            flush.result()
+
     def _discard(self) -> None:
+        with contextlib.suppress(OSError):  # the file is going: how its flush ended doesn't matter
+            self._settle_flush()
         self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self._tmp.unlink()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import random
+import threading
 from pathlib import Path
 
 import anyio
@@ -11,10 +14,11 @@ import anyio.lowlevel
 import pytest
 
 from tests import samples
-from upload_service.errors import ErrorCode, ServiceError
+from upload_service.errors import ErrorCode, ServiceError, StorageError
 from upload_service.ingest.body import BodyHeaders, receive_body
 from upload_service.ingest.sniff import TypeSniffer
 from upload_service.settings import LimitSettings
+from upload_service.storage import local
 from upload_service.storage.local import LocalObjectStore, LocalObjectWriter
 
 MiB = 1024 * 1024
@@ -39,12 +43,13 @@ def leftovers(root: Path) -> list[str]:
 
 
 def test_a_written_and_committed_original_reads_back_with_its_metadata(store: LocalObjectStore) -> None:
-    data = big_pdf(20 * MiB + 3)  # past a few writeback ranges
+    data = big_pdf(20 * MiB + 3)  # past a few flush ranges
     writer = store.open_writer(BUCKET, KEY, content_type="application/pdf")
     view = memoryview(data)
     for start in range(0, len(data), 300_001):
         writer.write(view[start : start + 300_001])
     stored = writer.commit(hashlib.sha256(data).hexdigest())
+    assert writer.flushes >= 1  # flushed while it was written, not only at commit
     assert stored.size == len(data)
     assert store.get_bytes(BUCKET, KEY) == data
     head = store.head(BUCKET, KEY)
@@ -54,10 +59,53 @@ def test_a_written_and_committed_original_reads_back_with_its_metadata(store: Lo
 def test_an_aborted_writer_leaves_nothing(store: LocalObjectStore, tmp_path: Path) -> None:
     writer = store.open_writer(BUCKET, KEY, content_type="application/pdf")
     writer.write(big_pdf(9 * MiB))
+    assert writer.flushes == 1  # a flush started: the abort waits for it, then deletes
     writer.abort()
     writer.abort()  # twice is fine
     assert not store.exists(BUCKET, KEY)
     assert leftovers(tmp_path / "objects") == []
+
+
+def test_a_failed_background_flush_fails_the_commit_and_leaves_nothing(
+    store: LocalObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel reports a failed writeback to one fsync of the file only: when that was the
+    background flush's, the commit must fail, not store a file whose bytes may not be on disk."""
+
+    def failing_flush(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fdatasync", failing_flush)
+    data = big_pdf(9 * MiB)
+    writer = store.open_writer(BUCKET, KEY, content_type="application/pdf")
+    writer.write(data)
+    assert writer.flushes == 1
+    with pytest.raises(StorageError) as caught:
+        writer.commit(hashlib.sha256(data).hexdigest())
+    assert caught.value.transient  # an I/O error may pass: the client is told to retry
+    assert not store.exists(BUCKET, KEY)
+    assert leftovers(tmp_path / "objects") == []
+
+
+def test_a_commit_does_not_wait_behind_other_writers_flushes(store: LocalObjectStore) -> None:
+    """Every flush thread busy (other uploads' flushes): this writer's flush, still waiting for
+    a thread, is dropped at commit, and the commit's own fsync makes the file durable."""
+    release = threading.Event()
+    busy = [local._FLUSHES.submit(release.wait) for _ in range(local._FLUSHES._max_workers)]
+    try:
+        data = big_pdf(9 * MiB)
+        writer = store.open_writer(BUCKET, KEY, content_type="application/pdf")
+        writer.write(data)
+        assert writer.flushes == 1
+        committed = threading.Thread(target=writer.commit, args=(hashlib.sha256(data).hexdigest(),))
+        committed.start()
+        committed.join(30)
+        assert not committed.is_alive()
+        assert store.get_bytes(BUCKET, KEY) == data
+    finally:
+        release.set()
+        for task in busy:
+            task.result()
 
 
 def receive(store: LocalObjectStore, chunks: list[bytes], *, limits: LimitSettings | None = None,
