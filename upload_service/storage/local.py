@@ -47,7 +47,8 @@ _Writer = Callable[[BinaryIO], object]
 
 #: The threads that flush streamed originals to disk while their bodies arrive (at most one
 #: flush in flight per writer; a flush waiting for a thread when its writer commits is dropped).
-_FLUSHES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="local-flush")
+FLUSH_THREADS = 4
+_FLUSHES = ThreadPoolExecutor(max_workers=FLUSH_THREADS, thread_name_prefix="local-flush")
 
 
 class LocalObjectStore:
@@ -258,8 +259,8 @@ class LocalObjectWriter:
     since. What a flush costs grows with the bytes written since the last one (the disk's own
     cache is flushed too), and only the commit's share is paid after the body has arrived.
 
-    A background flush's error is the commit's error: the kernel reports a failed writeback to
-    one ``fsync`` of the file only, so the commit must not trust its own ``fsync`` alone."""
+    A background flush's error is raised by the next ``write`` past it or by the commit: the
+    kernel reports a failed writeback to one ``fsync`` of the file only, so no later one would."""
 
     #: Start flushing the file in the background each time this many more bytes are written.
     FLUSH_BYTES = 8 * 1024 * 1024
@@ -286,7 +287,7 @@ class LocalObjectWriter:
         except OSError as exc:
             raise self._error(exc) from exc
         self.size += len(data)
-        if self.size - self._flushed >= self.FLUSH_BYTES and (self._flush is None or self._flush.done()):
+        if self.size - self._flushed >= self.FLUSH_BYTES and self._flush_finished():
             self._flush = _FLUSHES.submit(os.fdatasync, self._file.fileno())
             self._flushed = self.size
             self.flushes += 1
@@ -325,6 +326,21 @@ class LocalObjectWriter:
         if not self._done:
             self._done = True
             self._discard()
+
+    def _flush_finished(self) -> bool:
+        """No background flush running (raises ``StorageError`` if the last one failed: no
+        later ``fsync`` would report that failure again)."""
+        flush = self._flush
+        if flush is None:
+            return True
+        if not flush.done():
+            return False
+        self._flush = None
+        try:
+            flush.result()
+        except OSError as exc:
+            raise self._error(exc) from exc
+        return True
 
     def _settle_flush(self) -> None:
         """Before the file is synced or closed: drop the background flush if it has not

@@ -87,11 +87,35 @@ def test_a_failed_background_flush_fails_the_commit_and_leaves_nothing(
     assert leftovers(tmp_path / "objects") == []
 
 
+def test_a_failed_background_flush_stops_the_writes_that_follow(
+    store: LocalObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload fails at its next write past the flush, not only at commit: nothing more is
+    written into a file the disk has refused, and the error is not lost to a later flush."""
+
+    def failing_flush(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fdatasync", failing_flush)
+    writer = store.open_writer(BUCKET, KEY, content_type="application/pdf")
+    chunks = split(big_pdf(40 * MiB), MiB)
+    written = 0
+    with pytest.raises(StorageError) as caught:
+        for chunk in chunks:
+            writer.write(chunk)
+            written += 1
+    assert caught.value.transient
+    assert writer.flushes == 1  # the failed flush was not followed by another
+    assert written < len(chunks)
+    writer.abort()
+    assert not store.exists(BUCKET, KEY)
+
+
 def test_a_commit_does_not_wait_behind_other_writers_flushes(store: LocalObjectStore) -> None:
     """Every flush thread busy (other uploads' flushes): this writer's flush, still waiting for
     a thread, is dropped at commit, and the commit's own fsync makes the file durable."""
     release = threading.Event()
-    busy = [local._FLUSHES.submit(release.wait) for _ in range(local._FLUSHES._max_workers)]
+    busy = [local._FLUSHES.submit(release.wait) for _ in range(local.FLUSH_THREADS)]
     try:
         data = big_pdf(9 * MiB)
         writer = store.open_writer(BUCKET, KEY, content_type="application/pdf")
