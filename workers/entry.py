@@ -5,7 +5,9 @@ composition root; the command line (arguments, refusals) is ``upload_service/cli
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 import threading
 from collections.abc import Sequence
 
@@ -31,6 +33,9 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), burst: bool = 
     with ``burst``; ``simple`` runs jobs in this process instead of a forked work-horse.
     The webhook keys were checked by the caller (a configured key that fails to load refuses)."""
     configure_logging()
+    # A stuck job is diagnosed from outside: SIGUSR1 to the worker or a work-horse (which
+    # inherits this) writes every thread's stack to stderr, and the process goes on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     ctx = context.build_context(settings)
     context.install(ctx)
     names = list(queues) or ctx.queue.queue_names()

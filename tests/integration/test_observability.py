@@ -3,6 +3,8 @@ admission control — against the real API, worker, Redis, S3 and database."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import httpx
@@ -162,6 +164,22 @@ def test_worker_log_lines_carry_the_request_id(server: LiveServer, client: Clien
     assert all(f'"request_id": "{request_id}"' in line for line in lines), lines
     assert any('"msg": "processing done' in line for line in lines)
     assert all(f'"tenant": "{client.tenant}"' in line for line in lines)
+
+
+def test_sigusr1_writes_the_worker_s_thread_stacks_to_its_log_and_it_works_on(  # type: ignore[no-untyped-def]
+    server: LiveServer, client: Client, worker_process
+) -> None:
+    """How an operator finds where a job hangs: every thread's stack, the worker goes on."""
+    process = worker_process()
+    os.kill(process.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "_reconcile_forever" not in process.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = process.log_path.read_text()
+    assert "most recent call first" in log, log[-2000:]
+    assert "_reconcile_forever" in log, log[-4000:]  # the reconciler thread's, not only the main thread's
+    upload_id = client.upload(samples.png_bytes(), "a.png").json()["id"]
+    wait_for_status(client, upload_id, {"done"}, timeout=30)
 
 
 def test_full_spool_gets_507_before_the_body_is_read(server_factory) -> None:  # type: ignore[no-untyped-def]

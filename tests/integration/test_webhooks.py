@@ -291,7 +291,7 @@ def test_the_worker_process_runs_a_dispatcher(server: LiveServer, receiver: Rece
     """``upload-service worker`` processes the image and its dispatcher thread delivers both events."""
     import dataclasses
 
-    from tests.fixtures.workers import start_worker_process
+    from tests.fixtures.workers import last_words, start_worker_process
 
     run_jobs_in_process(server)  # earlier tests' queued jobs first, so this one's is next
     settings = webhook_settings()
@@ -304,7 +304,7 @@ def test_the_worker_process_runs_a_dispatcher(server: LiveServer, receiver: Rece
         wait_for_status(client, image, {"done"}, timeout=30)
         got = receiver.wait_for(2, timeout=10)
     except AssertionError:
-        print(worker.log_tail(60))
+        print(last_words(worker))
         raise
     finally:
         worker.stop(timeout=15)
