@@ -23,7 +23,7 @@ from upload_service.settings import Settings
 from upload_service.webhooks.dispatcher import Dispatcher
 from upload_service.webhooks.metrics_sink import redis_outcome_counter
 from upload_service.webhooks.secretbox import keys_configured, load_secret_box
-from workers import context
+from workers import context, forksafe
 
 log = logging.getLogger("workers.entry")
 
@@ -36,6 +36,7 @@ def run_worker(settings: Settings, *, queues: Sequence[str] = (), burst: bool = 
     # A stuck job is diagnosed from outside: SIGUSR1 to the worker or a work-horse (which
     # inherits this) writes every thread's stack to stderr, and the process goes on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    forksafe.install()  # first: its wait runs last before each fork, after the SQLite guard's
     ctx = context.build_context(settings)
     context.install(ctx)
     names = list(queues) or ctx.queue.queue_names()
