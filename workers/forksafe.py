@@ -1,9 +1,10 @@
 """A work-horse is not forked while another thread of the worker is importing a module.
 
 Python keeps one lock per module being imported. A process forked while another of its threads
-holds one (the reconciler's first S3 call importing part of botocore, say) inherits it held by a
-thread that does not exist in the child, and the child's own import of that module waits for
-ever: a work-horse stuck after ``processing:started``. So every fork of the worker process first
+holds one inherits it held by a thread that does not exist in the child, and the child's own
+import of that module waits for ever. A process's first S3 call imports ``encodings.idna`` (to
+encode the host name): the reconciler thread's first round and every work-horse's first S3
+read alike, so a work-horse forked during the former got stuck after ``processing:started``. So every fork of the worker process first
 waits, up to ``IMPORT_WAIT_SECONDS``, until no other thread holds a module lock.
 
 The locks are CPython's (``importlib._bootstrap._module_locks``, weak references to locks with
