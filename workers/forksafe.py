@@ -4,8 +4,9 @@ Python keeps one lock per module being imported. A process forked while another 
 holds one inherits it held by a thread that does not exist in the child, and the child's own
 import of that module waits for ever. A process's first S3 call imports ``encodings.idna`` (to
 encode the host name): the reconciler thread's first round and every work-horse's first S3
-read alike, so a work-horse forked during the former got stuck after ``processing:started``. So every fork of the worker process first
-waits, up to ``IMPORT_WAIT_SECONDS``, until no other thread holds a module lock.
+read alike, so a work-horse forked during the former got stuck after ``processing:started``.
+So every fork of the worker process first waits, up to ``IMPORT_WAIT_SECONDS``, until no other
+thread holds a module lock.
 
 The locks are CPython's (``importlib._bootstrap._module_locks``, weak references to locks with
 ``owner`` and ``count``); where they are not found, the fork does not wait.
