@@ -14,12 +14,13 @@ import pytest
 
 from tests import samples
 from tests.fixtures.app import Client, LiveServer
-from tests.fixtures.workers import parent_pid, run_jobs_in_process, wait_for_status
+from tests.fixtures.workers import run_jobs_in_process, wait_for_status
 from tests.integration.workerfaults import (
     FailPoints,
     assert_chain_verifies,
     audit_actions,
     kill_work_horse,
+    parent_pid,
     stored_keys,
 )
 from upload_service.db import repository

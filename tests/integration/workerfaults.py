@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from tests import samples
 from tests.fixtures.app import Client, LiveServer
-from tests.fixtures.workers import parent_pid, run_jobs_in_process, wait_for_status
+from tests.fixtures.workers import run_jobs_in_process, wait_for_status
 from tests.integration.contract import assert_error
 from upload_service.audit import verify_chain
 from upload_service.db import repository
@@ -45,6 +45,12 @@ class FailPoints:
 
     def release(self, upload_id: str, name: str) -> None:
         (self.directory / f"{upload_id}.{name}.release").touch()
+
+
+def parent_pid(pid: int) -> int:
+    # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'.
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def kill_work_horse(worker: ManagedProcess, pid: int) -> None:
