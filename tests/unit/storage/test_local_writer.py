@@ -33,6 +33,17 @@ def store(tmp_path: Path) -> LocalObjectStore:
     return store
 
 
+@pytest.fixture
+def failing_flushes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every background flush fails as a disk refusing a writeback does (EIO). Faked: a real
+    writeback error needs a failing block device."""
+
+    def failing_flush(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fdatasync", failing_flush)
+
+
 def big_pdf(size: int) -> bytes:
     head = samples.pdf_bytes()
     return head + random.Random(size).randbytes(size - len(head))
@@ -66,16 +77,10 @@ def test_an_aborted_writer_leaves_nothing(store: LocalObjectStore, tmp_path: Pat
     assert leftovers(tmp_path / "objects") == []
 
 
-def test_a_failed_background_flush_fails_the_commit_and_leaves_nothing(
-    store: LocalObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("failing_flushes")
+def test_a_failed_background_flush_fails_the_commit_and_leaves_nothing(store: LocalObjectStore, tmp_path: Path) -> None:
     """The kernel reports a failed writeback to one fsync of the file only: when that was the
     background flush's, the commit must fail, not store a file whose bytes may not be on disk."""
-
-    def failing_flush(fd: int) -> None:
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    monkeypatch.setattr(os, "fdatasync", failing_flush)
     data = big_pdf(9 * MiB)
     writer = store.open_writer(BUCKET, KEY, content_type="application/pdf")
     writer.write(data)
@@ -87,16 +92,10 @@ def test_a_failed_background_flush_fails_the_commit_and_leaves_nothing(
     assert leftovers(tmp_path / "objects") == []
 
 
-def test_a_failed_background_flush_stops_the_writes_that_follow(
-    store: LocalObjectStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("failing_flushes")
+def test_a_failed_background_flush_stops_the_writes_that_follow(store: LocalObjectStore) -> None:
     """The upload fails at its next write past the flush, not only at commit: nothing more is
     written into a file the disk has refused, and the error is not lost to a later flush."""
-
-    def failing_flush(fd: int) -> None:
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    monkeypatch.setattr(os, "fdatasync", failing_flush)
     writer = store.open_writer(BUCKET, KEY, content_type="application/pdf")
     chunks = split(big_pdf(40 * MiB), MiB)
     written = 0
