@@ -84,7 +84,7 @@ class DatabaseSettings(BaseModel):
     #: How long, at most, a group commit waits before its transaction begins for accepts whose
     #: original is on its way to storage (they announce themselves): fewer, fuller batches cost
     #: less CPU per upload. With none on its way it never waits; 0 turns the wait off.
-    group_commit_gather_ms: float = Field(25.0, ge=0, le=100)
+    group_commit_gather_ms: float = Field(60.0, ge=0, le=100)
 
 
 class RedisSettings(BaseModel):
