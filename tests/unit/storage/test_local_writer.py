@@ -34,14 +34,18 @@ def store(tmp_path: Path) -> LocalObjectStore:
 
 
 @pytest.fixture
-def failing_flushes(monkeypatch: pytest.MonkeyPatch) -> None:
+def failing_flushes(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """Every background flush fails as a disk refusing a writeback does (EIO). Faked: a real
-    writeback error needs a failing block device."""
+    writeback error needs a failing block device. The event is set once a flush has run: a
+    flush still waiting for its thread when the commit comes is dropped, never run."""
+    ran = threading.Event()
 
     def failing_flush(fd: int) -> None:
+        ran.set()
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(os, "fdatasync", failing_flush)
+    return ran
 
 
 def big_pdf(size: int) -> bytes:
@@ -77,14 +81,16 @@ def test_an_aborted_writer_leaves_nothing(store: LocalObjectStore, tmp_path: Pat
     assert leftovers(tmp_path / "objects") == []
 
 
-@pytest.mark.usefixtures("failing_flushes")
-def test_a_failed_background_flush_fails_the_commit_and_leaves_nothing(store: LocalObjectStore, tmp_path: Path) -> None:
+def test_a_failed_background_flush_fails_the_commit_and_leaves_nothing(
+    store: LocalObjectStore, tmp_path: Path, failing_flushes: threading.Event
+) -> None:
     """The kernel reports a failed writeback to one fsync of the file only: when that was the
     background flush's, the commit must fail, not store a file whose bytes may not be on disk."""
     data = big_pdf(9 * MiB)
     writer = store.open_writer(BUCKET, KEY, content_type="application/pdf")
     writer.write(data)
     assert writer.flushes == 1
+    assert failing_flushes.wait(10)  # the flush has run (and failed) before the commit
     with pytest.raises(StorageError) as caught:
         writer.commit(hashlib.sha256(data).hexdigest())
     assert caught.value.transient  # an I/O error may pass: the client is told to retry
@@ -92,8 +98,9 @@ def test_a_failed_background_flush_fails_the_commit_and_leaves_nothing(store: Lo
     assert leftovers(tmp_path / "objects") == []
 
 
-@pytest.mark.usefixtures("failing_flushes")
-def test_a_failed_background_flush_stops_the_writes_that_follow(store: LocalObjectStore) -> None:
+def test_a_failed_background_flush_stops_the_writes_that_follow(
+    store: LocalObjectStore, failing_flushes: threading.Event
+) -> None:
     """The upload fails at its next write past the flush, not only at commit: nothing more is
     written into a file the disk has refused, and the error is not lost to a later flush."""
     writer = store.open_writer(BUCKET, KEY, content_type="application/pdf")
@@ -103,6 +110,8 @@ def test_a_failed_background_flush_stops_the_writes_that_follow(store: LocalObje
         for chunk in chunks:
             writer.write(chunk)
             written += 1
+            if writer.flushes:  # let the flush run (and fail) however busy the machine is
+                assert failing_flushes.wait(10)
     assert caught.value.transient
     assert writer.flushes == 1  # the failed flush was not followed by another
     assert written < len(chunks)
